@@ -1,0 +1,5 @@
+import sys
+
+from imgcls.cli import main
+
+sys.exit(main())

@@ -1,0 +1,397 @@
+"""The `imgcls` command: one thin function per verb over the library.
+
+Heavy imports (torch, timm, lightning) happen inside the verbs so `imgcls --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from imgcls import __version__
+
+# Nothing we run by default should wait on a network that is not there; users opt in with --pretrained.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _floats3(text: str) -> tuple[float, float, float]:
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.485,0.456,0.406, got {text!r}")
+    return tuple(float(p) for p in parts)  # type: ignore[return-value]
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from imgcls.config import CLASS_WEIGHTS, PRECISIONS, SAMPLERS, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model on a folder of images",
+        description="Fine-tune a model. Writes runs/NAME/ with config.yaml, metrics.csv, checkpoints/, "
+        "model/ (the package of the best epoch), eval/ and data_check.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="folder of class subfolders, CSV manifest (path,label), or built-in name (digits)",
+    )
+    p.add_argument("--config", type=Path, help="a run's config.yaml to start from; flags given here override it")
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.ckpt"
+    )
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model", default=d.model, help="timm model name, hf-hub:ORG/NAME, lenet5 or alexnet (see `imgcls models`)"
+    )
+    g.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=d.pretrained,
+        help="start from the model's pretrained weights (timm: hub or cache)",
+    )
+    g.add_argument(
+        "--weights", help="start from a local .safetensors file or HF/timm model folder; the head is replaced"
+    )
+    g.add_argument("--drop-rate", type=float, default=d.drop_rate, help="dropout before the classifier")
+    g = p.add_argument_group("preprocessing (default: the model's pretrained config)")
+    g.add_argument("--img-size", type=int, help="input size in pixels")
+    g.add_argument("--mean", type=_floats3, help="normalisation mean, R,G,B")
+    g.add_argument("--std", type=_floats3, help="normalisation std, R,G,B")
+    g.add_argument("--crop-pct", type=float, help="centre-crop fraction at evaluation (1.0 = none)")
+    g.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"], help="resize interpolation")
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--hflip", type=float, default=d.hflip, help="horizontal flip probability (0 for digits and text)")
+    g.add_argument(
+        "--crop-scale", type=float, default=d.crop_scale, help="smallest area fraction of the random-resized crop"
+    )
+    g.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
+    g.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix alpha (0 = off)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warmup, then cosine decay")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    g.add_argument(
+        "--freeze-epochs",
+        type=int,
+        default=d.freeze_epochs,
+        help="train only the classifier head for the first N epochs",
+    )
+    g.add_argument(
+        "--class-weights",
+        choices=CLASS_WEIGHTS,
+        default=d.class_weights,
+        help="auto: weigh the loss by inverse class frequency",
+    )
+    g.add_argument("--sampler", choices=SAMPLERS, default=d.sampler, help="balanced: draw every class equally often")
+    g.add_argument("--patience", type=int, help="stop early after N epochs without a better validation top-1")
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help="auto: bf16 autocast where the hardware supports it",
+    )
+    g = p.add_argument_group("data and run")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d.val_fraction,
+        help="share of each class held out when there is no val/ folder",
+    )
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--num-workers", type=int, help="data-loading processes (default: one per spare core, up to 4)")
+    g.add_argument("--runs-dir", default=d.runs_dir)
+    g.add_argument("--name", help="run folder name (default: MODEL-DATA, numbered if it exists)")
+    g.add_argument("--accelerator", default=d.accelerator, help="auto, cpu, gpu")
+    g.add_argument("--devices", default=d.devices, help="number of devices")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.config import TrainConfig
+    from imgcls.evaluation import print_metrics
+    from imgcls.training import console, train
+
+    given = {a.dest for a in parser._get_positional_actions()} | set(_explicit_flags(parser, args.argv))
+    fields = TrainConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields and k != "data"}
+    if args.data is not None:
+        values["data"] = args.data
+    if args.resume is not None:
+        # Only flags typed on the command line override the run's own config.yaml.
+        overrides = {k: v for k, v in values.items() if k in given}
+        result = train(resume=args.resume, **overrides)
+    else:
+        if args.config is not None:
+            base = TrainConfig.load(args.config)
+            overrides = {k: v for k, v in values.items() if k in given}
+            config = TrainConfig.from_dict({**base.to_dict(), **overrides})
+        else:
+            if args.data is None:
+                parser.error("train: give DATA (a folder, a CSV manifest or `digits`), --config or --resume")
+            config = TrainConfig.from_dict(values)
+        result = train(config)
+    print_metrics(result.metrics, console)
+    console.print(
+        f"\n[bold green]done[/]  run folder: {result.run_dir}\n"
+        f"  model package: {result.package_dir}\n"
+        f"  evaluation ({result.eval_split} split): {result.run_dir / 'eval' / 'metrics.json'}\n"
+        f"  next: imgcls predict {result.package_dir} IMAGE..."
+    )
+    return 0
+
+
+def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """Destinations of the optional flags actually typed (so they, and only they, override a config)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train_parser = sub.choices["train"]
+    dests = []
+    for action in train_parser._actions:
+        for opt in action.option_strings:
+            if any(arg == opt or arg.startswith(opt + "=") for arg in argv):
+                dests.append(action.dest)
+    return dests
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model package on labelled images",
+        description="Top-1, top-5, per-class precision/recall/F1 and the confusion matrix, as a table and metrics.json.",
+    )
+    p.add_argument("model", help="model package folder (e.g. runs/NAME/model)")
+    p.add_argument(
+        "data",
+        help="dataset root (uses test/, else val/, else all), class-subfolder folder, CSV manifest or built-in name",
+    )
+    p.add_argument(
+        "--split", default="auto", choices=["auto", "train", "val", "test"], help="which split of a dataset root"
+    )
+    p.add_argument(
+        "--out", type=Path, help="folder for metrics.json (default: MODEL/../eval when MODEL is in a run, else ./eval)"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+
+    from imgcls.evaluation import evaluate, print_metrics
+
+    out = args.out
+    if out is None:
+        model_dir = Path(args.model)
+        out = model_dir.parent / "eval" if (model_dir.parent / "config.yaml").is_file() else Path("eval")
+    metrics = evaluate(
+        args.model,
+        args.data,
+        split=args.split,
+        out=out,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=args.progress,
+    )
+    console = Console()
+    print_metrics(metrics, console)
+    console.print(f"metrics written to {out / 'metrics.json'}")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="top-k labels for images",
+        description="Top-k labels for image files, folders or glob patterns. Unreadable files get a per-file error; the rest still get predictions.",
+    )
+    p.add_argument("model", help="model package folder (e.g. runs/NAME/model)")
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    p.add_argument("--out", type=Path, help="write to this file instead of standard output")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import csv
+    import io
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from imgcls.predict import Classifier, expand_inputs
+
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    clf = Classifier.load(args.model)
+    files = expand_inputs(args.images)
+    if not files:
+        parser.error("no images found in " + " ".join(args.images))
+    err = Console(stderr=True)
+    failed = 0
+    stream = io.StringIO() if args.out else sys.stdout
+    table = None
+    writer = None
+    if args.format == "table":
+        table = Table(show_edge=False, header_style="bold")
+        table.add_column("image")
+        table.add_column("top-1", style="bold")
+        table.add_column("score", justify="right")
+        table.add_column(f"top-{args.top_k}" if args.top_k > 1 else "")
+    elif args.format == "csv":
+        writer = csv.writer(stream)
+        header = ["path"]
+        for i in range(1, args.top_k + 1):
+            header += [f"label_{i}", f"score_{i}"]
+        writer.writerow(header + ["error"])
+    for pred in clf.predict_iter(files, top_k=args.top_k, batch_size=args.batch_size):
+        if pred.error is not None:
+            failed += 1
+            err.print(f"[red]error[/] {pred.error}", highlight=False)
+        if args.format == "jsonl":
+            record = (
+                {"path": pred.source, "predictions": pred.top}
+                if pred.top is not None
+                else {"path": pred.source, "error": pred.error}
+            )
+            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif args.format == "csv":
+            row = [pred.source]
+            top = pred.top or []
+            for i in range(args.top_k):
+                row += [top[i]["label"], f"{top[i]['score']:.6f}"] if i < len(top) else ["", ""]
+            writer.writerow(row + [pred.error or ""])
+        elif pred.top is not None:
+            rest = ", ".join(f"{t['label']} {t['score']:.3f}" for t in pred.top[1:])
+            table.add_row(pred.source, pred.top[0]["label"], f"{pred.top[0]['score']:.3f}", rest)
+        else:
+            table.add_row(pred.source, "[red]error[/]", "", pred.error.removeprefix(pred.source + ": "))
+    if args.out:
+        if table is not None:
+            Console(file=stream, width=200).print(table)
+        args.out.write_text(stream.getvalue(), encoding="utf-8")
+        err.print(f"{len(files) - failed} prediction(s) written to {args.out}")
+    elif table is not None:
+        Console().print(table)
+    if failed:
+        err.print(f"[yellow]{failed} of {len(files)} file(s) could not be read[/]")
+    return 1 if failed else 0
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="find corrupt files, duplicates, leakage and imbalance in a dataset",
+        description="Decode every image; list unreadable files, class counts, exact duplicates (also across splits) in data_check.json.",
+    )
+    p.add_argument("data", help="folder of class subfolders, CSV manifest or built-in name")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("data_check.json"), help="where to write the JSON report")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+
+    from imgcls.data.check import check_splits
+    from imgcls.data.sources import discover
+
+    splits = discover(args.data, val_fraction=args.val_fraction, seed=args.seed)
+    _, report = check_splits(splits, progress=args.progress)
+    report.write_json(args.out)
+    console = Console()
+    console.print(report.summary())
+    console.print(f"report written to {args.out}")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list model names (timm's plus lenet5 and alexnet)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*' or '*vit*'")
+    p.add_argument("--pretrained", action="store_true", help="only models that have pretrained weights")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.models import list_models
+
+    names = list_models(args.pattern, pretrained=args.pretrained)
+    for name in names:
+        print(name)
+    if not names:
+        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data",
+        help="write a built-in dataset out as image files",
+        description="Write a built-in dataset (from data that installed packages ship) as a folder of images: OUT/train/CLASS/*.png, OUT/test/CLASS/*.png.",
+    )
+    p.add_argument("name", help="built-in dataset name (digits, ...); `imgcls data list` lists them")
+    p.add_argument("out", nargs="?", type=Path, help="folder to write (default: the imgcls cache)")
+    p.set_defaults(func=cmd_data)
+
+
+def cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.data.builtin import BUILTIN_DATASETS, materialize
+
+    if args.name == "list":
+        for name, text in BUILTIN_DATASETS.items():
+            print(f"{name:10s} {text}")
+        return 0
+    path = materialize(args.name, args.out)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgcls",
+        description="Image classification: check data, fine-tune, evaluate, predict.",
+        epilog="Quick start: imgcls train digits --model resnet18 --img-size 32 --hflip 0",
+    )
+    parser.add_argument("--version", action="version", version=f"imgcls {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for add in (_add_train, _add_evaluate, _add_predict, _add_check, _add_models, _add_data):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    from imgcls.errors import USER_ERRORS
+
+    try:
+        return args.func(args, parser)
+    except USER_ERRORS as err:
+        print(f"imgcls {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Training options: one dataclass that is the CLI, the run's `config.yaml` and the Python API at once."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRECISIONS = ("auto", "32-true", "bf16-mixed")
+CLASS_WEIGHTS = ("none", "auto")
+SAMPLERS = ("random", "balanced")
+
+
+class ConfigError(ValueError):
+    """An option with a value it cannot take; the message names the option."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run. Re-running a run's `config.yaml` reproduces it."""
+
+    data: str = "digits"
+    """A folder of class subfolders, a CSV manifest (path,label) or a built-in dataset name."""
+    model: str = "resnet18"
+    """Any timm model name, `hf-hub:ORG/NAME`, `lenet5` or `alexnet`."""
+    pretrained: bool = False
+    """Start from the model's pretrained weights, loaded the way timm does (needs the hub or its cache)."""
+    weights: str | None = None
+    """A local .safetensors file (or HF/timm model folder) to start from; the classifier head is replaced."""
+
+    # preprocessing: defaults come from the model's pretrained config
+    img_size: int | None = None
+    """Input size in pixels (square); default: the model's."""
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    crop_pct: float | None = None
+    """Centre-crop fraction used at evaluation (1.0 = no crop)."""
+    interpolation: str | None = None
+    """Resize interpolation: bilinear, bicubic, nearest."""
+
+    # augmentation
+    hflip: float = 0.5
+    """Probability of a horizontal flip (0 for digits, text, anything where left/right matters)."""
+    crop_scale: float = 0.08
+    """Smallest area fraction of the random-resized crop."""
+    mixup: float = 0.0
+    """Mixup alpha (0 = off)."""
+    cutmix: float = 0.0
+    """CutMix alpha (0 = off)."""
+
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    drop_rate: float = 0.0
+    freeze_epochs: int = 0
+    """Train only the classifier head for this many epochs first."""
+    class_weights: str = "none"
+    """`auto` weighs the loss by inverse class frequency."""
+    sampler: str = "random"
+    """`balanced` draws every class equally often."""
+    patience: int | None = None
+    """Stop early when validation top-1 has not improved for this many epochs."""
+    precision: str = "auto"
+    """`auto` uses bf16 autocast where the CPU/GPU supports it, else 32-true."""
+
+    # data split and loading
+    val_fraction: float = 0.1
+    """Share of each class held out for validation when the data has no val/ folder."""
+    seed: int = 0
+    num_workers: int | None = None
+    """Data-loading processes; default: up to 4, one per spare core."""
+
+    # run folder
+    runs_dir: str = "runs"
+    name: str | None = None
+    """Run folder name; default: MODEL-DATA, numbered when it exists."""
+    accelerator: str = "auto"
+    devices: int | str = 1
+    limit_train_batches: int | float | None = field(default=None, metadata={"hidden": True})
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ConfigError(f"class_weights: {self.class_weights!r} is not one of {', '.join(CLASS_WEIGHTS)}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction: {self.val_fraction} must be in [0, 1)")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs: {self.epochs} must be at least 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: {self.batch_size} must be at least 1")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ConfigError(f"crop_scale: {self.crop_scale} must be in (0, 1]")
+        if self.freeze_epochs < 0 or self.freeze_epochs > self.epochs:
+            raise ConfigError(f"freeze_epochs: {self.freeze_epochs} must be between 0 and epochs ({self.epochs})")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                if len(value) != 3:
+                    raise ConfigError(f"{name}: expected three numbers (R G B), got {list(value)}")
+                setattr(self, name, tuple(float(v) for v in value))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("mean", "std"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such config file") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of option: value")
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,168 @@
+"""Datasets, samplers and the LightningDataModule that feed training and evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from imgcls.data.images import ImageLoadError, load_image
+from imgcls.data.sources import DataSplits, Sample
+from imgcls.data.transforms import eval_transform, train_transform
+
+log = logging.getLogger(__name__)
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (seed, epoch, index); stable across processes, unlike hash()."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 31
+    return value & 0x7FFFFFFFFFFFFFFF
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+    torch.manual_seed(seed)
+
+
+class ImageDataset(Dataset):
+    """Samples decoded on demand. A file that breaks after the data check is skipped, not fatal.
+
+    Indexed by `(index, epoch)` (from `EpochSampler`), the random augmentation of a sample is seeded by
+    (seed, epoch, index): the same in every run, worker layout and resume, whatever ran before it.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, seed: int = 0) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | None:
+        if isinstance(key, tuple):
+            index, epoch = key
+            seed_all(mix_seed(self.seed, epoch, index))
+        else:
+            index = key
+        sample = self.samples[index]
+        try:
+            image = load_image(sample.path)
+        except ImageLoadError as err:
+            # The check before training already removed bad files; this catches files that were
+            # deleted or damaged while training ran. One bad file must not kill epoch 7.
+            log.warning("%s — skipped", err)
+            return None
+        return self.transform(image), sample.label
+
+
+def collate_skip_bad(batch: list[Any]) -> Any:
+    """Collate, leaving out samples that failed to load; None when the whole batch failed."""
+    batch = [item for item in batch if item is not None]
+    if not batch:
+        return None
+    return default_collate(batch)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Shuffles (or draws class-balanced) with a generator seeded by (seed, epoch); yields (index, epoch).
+
+    Seeding per epoch, not once per process, is what makes a resumed run see exactly the batches
+    an uninterrupted run would have seen.
+    """
+
+    def __init__(self, num_samples: int, seed: int, weights: torch.Tensor | None = None) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.weights = weights
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        if self.weights is None:
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
+        return iter([(i, self.epoch) for i in order.tolist()])
+
+
+def class_counts(samples: Sequence[Sample], num_classes: int) -> torch.Tensor:
+    counts = Counter(s.label for s in samples)
+    return torch.tensor([counts.get(i, 0) for i in range(num_classes)], dtype=torch.float64)
+
+
+def default_num_workers() -> int:
+    # One spare core per worker, leaving one for the training step; decoding is cheap next to it.
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train/val/test loaders over already-checked splits, with transforms from the model's data config."""
+
+    def __init__(
+        self,
+        splits: DataSplits,
+        data_cfg: dict[str, Any],
+        *,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        seed: int = 0,
+        hflip: float = 0.5,
+        crop_scale: float = 0.08,
+        balanced: bool = False,
+    ) -> None:
+        super().__init__()
+        self.splits = splits
+        self.data_cfg = data_cfg
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.seed = seed
+        self.hflip = hflip
+        self.crop_scale = crop_scale
+        self.balanced = balanced
+
+    def _loader(self, samples: Sequence[Sample], transform: Callable, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(
+            ImageDataset(samples, transform, seed=self.seed),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_skip_bad,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        samples = self.splits.train
+        weights = None
+        if self.balanced:
+            counts = class_counts(samples, len(self.splits.classes))
+            weights = torch.tensor([1.0 / counts[s.label].item() for s in samples], dtype=torch.float64)
+        sampler = EpochSampler(len(samples), self.seed, weights)
+        transform = train_transform(self.data_cfg, hflip=self.hflip, crop_scale=self.crop_scale)
+        return self._loader(samples, transform, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.val, eval_transform(self.data_cfg))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.test, eval_transform(self.data_cfg))

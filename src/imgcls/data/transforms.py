@@ -1,0 +1,37 @@
+"""Train and eval transforms, built by timm from the model's data config (the one preprocessing truth)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from timm.data import create_transform
+
+
+def eval_transform(data_cfg: dict[str, Any]) -> Callable:
+    """Resize, centre-crop and normalise exactly as the model package says."""
+    return create_transform(
+        input_size=tuple(data_cfg["input_size"]),
+        is_training=False,
+        interpolation=data_cfg.get("interpolation", "bilinear"),
+        mean=tuple(data_cfg["mean"]),
+        std=tuple(data_cfg["std"]),
+        crop_pct=data_cfg.get("crop_pct", 0.875),
+        crop_mode=data_cfg.get("crop_mode", "center"),
+    )
+
+
+def train_transform(data_cfg: dict[str, Any], *, hflip: float = 0.5, crop_scale: float = 0.08) -> Callable:
+    """Random-resized crop and flip; no colour jitter or auto-augment by default (they hurt small data)."""
+    return create_transform(
+        input_size=tuple(data_cfg["input_size"]),
+        is_training=True,
+        scale=(crop_scale, 1.0),
+        hflip=hflip,
+        color_jitter=None,
+        auto_augment=None,
+        interpolation=data_cfg.get("interpolation", "bilinear"),
+        mean=tuple(data_cfg["mean"]),
+        std=tuple(data_cfg["std"]),
+        re_prob=0.0,
+    )

@@ -1,0 +1,12 @@
+"""The errors a user can fix: the CLI prints their message, without a traceback, and exits 2."""
+
+from __future__ import annotations
+
+from imgcls.config import ConfigError
+from imgcls.data.images import ImageLoadError
+from imgcls.data.sources import DataError
+from imgcls.package import PackageError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, PackageError, ImageLoadError, FileNotFoundError)
+
+__all__ = ["USER_ERRORS", "ConfigError", "DataError", "ImageLoadError", "PackageError"]

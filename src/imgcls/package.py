@@ -1,0 +1,222 @@
+"""The model package: a folder plain timm loads (`config.json` + `model.safetensors`) plus a model card.
+
+Everything after training reads only this folder: the labels, the task and the preprocessing travel
+inside `config.json`, so predict, evaluate, serve and export can never drift from what training used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.data import resolve_data_config
+
+from imgcls import __version__
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+DATA_KEYS = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation")
+
+
+class PackageError(ValueError):
+    """A model package that cannot be used; the message names the folder and what is missing."""
+
+
+@dataclass
+class ModelPackage:
+    """A loaded model package."""
+
+    path: Path
+    model: torch.nn.Module
+    labels: list[str]
+    data_config: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def task(self) -> str:
+        return self.config.get("imgcls", {}).get("task", "multiclass")
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.config.get("imgcls", {})
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_package(
+    model: torch.nn.Module,
+    out_dir: str | Path,
+    *,
+    labels: list[str],
+    data_config: dict[str, Any],
+    task: str = "multiclass",
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model package atomically: a half-written package never replaces a good one.
+
+    Args:
+        model: a timm-contract model whose `num_classes` equals `len(labels)`.
+        out_dir: the package folder to create or replace.
+        labels: class names in classifier-index order.
+        data_config: the preprocessing used in training (input_size, mean, std, crop_pct, interpolation).
+        task: `multiclass` (more tasks come later).
+        info: training summary and evaluation results for the `imgcls` section and the model card.
+    """
+    from timm.models import save_for_hf
+
+    out_dir = Path(out_dir)
+    if getattr(model, "num_classes", None) != len(labels):
+        raise PackageError(
+            f"{out_dir}: the model has {getattr(model, 'num_classes', '?')} outputs but {len(labels)} labels"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        imgcls_section = {"version": __version__, "task": task, **(info or {})}
+        save_for_hf(
+            model,
+            str(tmp),
+            model_config={"label_names": list(labels), "imgcls": imgcls_section},
+            data_config={k: v for k, v in data_config.items() if k in DATA_KEYS},
+            safe_serialization=True,
+        )
+        config = json.loads((tmp / CONFIG_NAME).read_text(encoding="utf-8"))
+        # Human-readable labels in any script: rewrite without \\u escapes.
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / CARD_NAME).write_text(model_card(config), encoding="utf-8")
+        for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+            with open(tmp / name, "rb+") as f:
+                os.fsync(f.fileno())
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+        _fsync_dir(out_dir.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a package's `config.json`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise PackageError(f"{path}: not a model package folder (expected {CONFIG_NAME} and {WEIGHTS_NAME} inside)")
+    config_path = path / CONFIG_NAME
+    if not config_path.is_file():
+        raise PackageError(f"{path}: no {CONFIG_NAME}; is this a model package (e.g. runs/NAME/model)?")
+    if not (path / WEIGHTS_NAME).is_file():
+        raise PackageError(f"{path}: no {WEIGHTS_NAME}; the package has no weights")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PackageError(f"{config_path}: not valid JSON ({err})") from None
+    for key in ("architecture", "num_classes", "pretrained_cfg"):
+        if key not in config:
+            raise PackageError(f"{config_path}: missing field {key!r}")
+    labels = config.get("label_names")
+    if isinstance(labels, dict):  # timm allows {index: name}
+        labels = [labels[str(i)] if str(i) in labels else labels[i] for i in range(config["num_classes"])]
+        config["label_names"] = labels
+    if not labels or len(labels) != config["num_classes"]:
+        raise PackageError(
+            f"{config_path}: field 'label_names' must list {config['num_classes']} class names "
+            f"(found {0 if not labels else len(labels)})"
+        )
+    return config
+
+
+def load_package(path: str | Path, *, device: str | torch.device = "cpu") -> ModelPackage:
+    """Load a package through timm's own `local-dir:` loader, exactly as plain timm would."""
+    import imgcls.models  # noqa: F401  (registers lenet5 and alexnet with timm)
+
+    path = Path(path)
+    config = read_config(path)
+    try:
+        model = timm.create_model(f"local-dir:{path.resolve()}", pretrained=True)
+    except Exception as err:  # timm raises many types; name the package and keep the cause
+        raise PackageError(f"{path}: weights do not load into {config['architecture']}: {err}") from err
+    model.eval().to(device)
+    data_cfg = resolve_data_config(model=model)
+    return ModelPackage(path=path, model=model, labels=list(config["label_names"]), data_config=data_cfg, config=config)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    lines = ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def model_card(config: dict[str, Any]) -> str:
+    """A model card (README.md) from the package config: what it classifies, how it was made, how it scores."""
+    info = config.get("imgcls", {})
+    labels = config.get("label_names", [])
+    arch = config["architecture"]
+    pcfg = config.get("pretrained_cfg", {})
+    training = info.get("training", {})
+    evaluation = info.get("evaluation", {})
+    shown = ", ".join(f"`{label}`" for label in labels[:50]) + (" …" if len(labels) > 50 else "")
+    parts = [
+        "---",
+        "library_name: timm",
+        "pipeline_tag: image-classification",
+        "tags: [image-classification, timm, imgcls]",
+        "---",
+        "",
+        f"# {arch} fine-tuned with imgcls",
+        "",
+        f"A {info.get('task', 'multiclass')} image classifier for {len(labels)} classes: {shown}.",
+        "",
+        "## Training",
+        "",
+        f"- architecture: `{arch}`",
+        f"- started from: {training.get('init', 'random initialisation')}",
+        f"- training images: {training.get('train_images', '?')}, validation images: {training.get('val_images', '?')}",
+        f"- epochs: {training.get('epochs', '?')}, best epoch: {training.get('best_epoch', '?')}",
+        f"- data: {training.get('data', '?')}",
+        f"- input: {pcfg.get('input_size')}, mean {pcfg.get('mean')}, std {pcfg.get('std')}, "
+        f"crop_pct {pcfg.get('crop_pct')}, {pcfg.get('interpolation')} interpolation",
+        "",
+    ]
+    if evaluation:
+        rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in evaluation.items()]
+        parts += ["## Evaluation", "", _table(rows), ""]
+    parts += [
+        "## Use",
+        "",
+        "```python",
+        "from imgcls import Classifier",
+        'clf = Classifier.load("PATH_TO_THIS_FOLDER")',
+        'clf("image.jpg")  # [{"label": ..., "score": ...}, ...] top 5',
+        "```",
+        "",
+        "Plain timm loads it too (import imgcls first for lenet5/alexnet):",
+        "",
+        "```python",
+        "import timm",
+        'model = timm.create_model("local-dir:PATH_TO_THIS_FOLDER", pretrained=True)',
+        "```",
+        "",
+    ]
+    return "\n".join(parts)

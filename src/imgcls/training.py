@@ -1,0 +1,283 @@
+"""`imgcls train`: data check → model → Lightning fit → model package → evaluation, all in one run folder."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from rich.console import Console
+
+from imgcls.config import TrainConfig
+from imgcls.data.check import check_splits
+from imgcls.data.datamodule import ImageDataModule, class_counts
+from imgcls.data.sources import discover
+from imgcls.models import create_model, data_config
+from imgcls.package import save_package
+from imgcls.tasks import MulticlassTask
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+
+@dataclass
+class RunResult:
+    """Where a training run put things, and how it scored."""
+
+    run_dir: Path
+    package_dir: Path
+    metrics: dict[str, Any]
+    eval_split: str
+
+
+def auto_precision(accelerator: str) -> str:
+    """bf16 autocast where the hardware runs it natively (2-3x on AVX-512-BF16/AMX CPUs), else fp32."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    try:
+        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native_bf16 = False
+    return "bf16-mixed" if native_bf16 else "32-true"
+
+
+def _slug(text: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
+    return keep.strip("-.") or "run"
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    """`runs/NAME`, numbered `NAME-2`, `NAME-3` … when it exists, so no run is overwritten."""
+    base = Path(config.runs_dir)
+    name = config.name or f"{_slug(config.model.split('/')[-1])}-{_slug(Path(str(config.data)).stem)}"
+    candidate, n = base / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = base / f"{name}-{n}"
+    return candidate
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's banners and tips out of the user's terminal; warnings and errors still show."""
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def merge_metrics(run_dir: Path) -> Path:
+    """Join the per-session logs into `metrics.csv`; a later session replaces the epochs it re-ran."""
+    sessions = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    tables = []
+    for path in sessions:
+        with path.open(newline="", encoding="utf-8") as f:
+            tables.append(list(csv.DictReader(f)))
+    rows: list[dict[str, str]] = []
+    for i, table in enumerate(tables):
+        later = [t for t in tables[i + 1 :] if t]
+        cutoff = min((int(r["epoch"]) for r in later[0] if r.get("epoch")), default=None) if later else None
+        rows += [r for r in table if cutoff is None or not r.get("epoch") or int(r["epoch"]) < cutoff]
+    columns: list[str] = []
+    for table in tables:
+        for row in table[:1]:
+            columns += [c for c in row if c not in columns]
+    out = run_dir / "metrics.csv"
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def _class_weight_tensor(counts: torch.Tensor) -> torch.Tensor:
+    # Inverse frequency, normalised so a balanced dataset gets weight 1 everywhere (sklearn's "balanced").
+    counts = counts.clamp(min=1)
+    return (counts.sum() / (len(counts) * counts)).float()
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    callbacks: list[Callback] | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Fine-tune a model and write a run folder with the model package and its evaluation.
+
+    Args:
+        config: all options; keyword `overrides` replace single fields (`train(data="flowers", epochs=5)`).
+        resume: a run folder to continue from its `checkpoints/last.ckpt` with its own `config.yaml`
+            (overrides such as `epochs` still apply).
+        callbacks: extra Lightning callbacks.
+
+    Returns:
+        The run folder, the package folder, and the metrics on the test split (or validation split).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir}: no config.yaml; --resume takes a run folder such as runs/NAME")
+        config = dataclasses.replace(TrainConfig.load(run_dir / "config.yaml"), **overrides)
+        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
+    else:
+        config = dataclasses.replace(config or TrainConfig(), **overrides)
+        run_dir = new_run_dir(config)
+        ckpt_path = None
+
+    quiet_lightning()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    splits = discover(config.data, val_fraction=config.val_fraction, seed=config.seed)
+    splits, report = check_splits(splits, progress=config.progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    report.write_json(run_dir / "data_check.json")
+    console.print(report.summary())
+    config.save(run_dir / "config.yaml")
+
+    labels = splits.classes
+    model = create_model(
+        config.model,
+        len(labels),
+        pretrained=config.pretrained,
+        weights=config.weights,
+        drop_rate=config.drop_rate,
+        img_size=config.img_size,
+    )
+    data_cfg = data_config(
+        model,
+        input_size=config.img_size,
+        mean=config.mean,
+        std=config.std,
+        crop_pct=config.crop_pct,
+        interpolation=config.interpolation,
+    )
+    weights = _class_weight_tensor(class_counts(splits.train, len(labels))) if config.class_weights == "auto" else None
+    task = MulticlassTask(
+        model,
+        len(labels),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        label_smoothing=config.label_smoothing,
+        class_weights=weights,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        freeze_epochs=config.freeze_epochs,
+        seed=config.seed,
+    )
+    datamodule = ImageDataModule(
+        splits,
+        data_cfg,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        seed=config.seed,
+        hflip=config.hflip,
+        crop_scale=config.crop_scale,
+        balanced=config.sampler == "balanced",
+    )
+
+    has_val = bool(splits.val)
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val_top1" if has_val else None,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    all_callbacks: list[Callback] = [checkpoint, *(callbacks or [])]
+    if config.patience is not None and has_val:
+        all_callbacks.append(EarlyStopping(monitor="val_top1", mode="max", patience=config.patience))
+    if config.progress:
+        all_callbacks.append(RichProgressBar(leave=True) if sys.stderr.isatty() else TQDMProgressBar(refresh_rate=20))
+    precision = auto_precision(config.accelerator) if config.precision == "auto" else config.precision
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        precision=precision,
+        callbacks=all_callbacks,
+        # One log folder per session (a resume starts a new one); merge_metrics() joins them.
+        logger=CSVLogger(save_dir=run_dir, name="logs"),
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, min(10, len(splits.train) // config.batch_size)),
+        num_sanity_val_steps=0,
+        limit_val_batches=None if has_val else 0,
+        limit_train_batches=config.limit_train_batches,
+    )
+    console.print(
+        f"training [bold]{config.model}[/] on {len(splits.train):,} images ({len(labels)} classes), "
+        f"validating on {len(splits.val):,}; precision {precision}; run folder {run_dir}"
+    )
+    started = time.perf_counter()
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    train_seconds = time.perf_counter() - started
+    merge_metrics(run_dir)
+
+    # The package holds the best epoch (by validation top-1), or the last one without validation.
+    best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / "last.ckpt"
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    task.load_state_dict(state["state_dict"])
+    best_epoch = int(state.get("epoch", config.epochs - 1)) + 1
+
+    from imgcls.evaluation import evaluate_samples
+    from imgcls.predict import Classifier
+
+    eval_split = "test" if splits.test else ("val" if has_val else "train")
+    info: dict[str, Any] = {
+        "training": {
+            "data": str(config.data),
+            "init": (
+                f"pretrained weights of {config.model}"
+                if config.pretrained
+                else (f"weights file {Path(config.weights).name}" if config.weights else "random initialisation")
+            ),
+            "train_images": len(splits.train),
+            "val_images": len(splits.val),
+            "epochs": config.epochs,
+            "best_epoch": best_epoch,
+            "precision": precision,
+            "seconds": round(train_seconds, 1),
+        }
+    }
+    package_dir = save_package(model.cpu().eval(), run_dir / "model", labels=labels, data_config=data_cfg, info=info)
+    clf = Classifier.load(package_dir)
+    metrics = evaluate_samples(
+        clf,
+        getattr(splits, eval_split),
+        out=run_dir / "eval",
+        num_workers=config.num_workers,
+        progress=config.progress,
+    )
+    metrics["split"] = eval_split
+    (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    # Store the headline numbers in the package so its card and config say how good it is.
+    info["evaluation"] = {
+        "split": eval_split,
+        "images": metrics["num_samples"],
+        "top1": round(metrics["top1"], 6),
+        "top5": round(metrics["top5"], 6),
+        "macro_f1": round(metrics["macro"]["f1"], 6),
+    }
+    save_package(model, package_dir, labels=labels, data_config=data_cfg, info=info)
+    return RunResult(run_dir=run_dir, package_dir=package_dir, metrics=metrics, eval_split=eval_split)

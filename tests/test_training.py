@@ -1,0 +1,133 @@
+"""Training end to end on a tiny model: the run folder, resume equivalence, freezing, imbalance options."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from safetensors.torch import load_file, save_file
+
+from imgcls import Classifier, TrainConfig, train
+from imgcls.data.sources import DataError
+from imgcls.models import create_model, head_parameter_names
+
+
+class StopAfterEpochs(Callback):
+    """Ends the fit after N epochs, the way an interrupted run ends after its last saved epoch."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def read_epochs(run_dir: Path) -> dict[int, dict[str, str]]:
+    """Epoch → its epoch-level values in metrics.csv (Lightning writes them over several rows)."""
+    epochs: dict[int, dict[str, str]] = {}
+    with (run_dir / "metrics.csv").open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row.get("val_top1") or row.get("train_loss_epoch"):
+                epochs.setdefault(int(row["epoch"]), {}).update({k: v for k, v in row.items() if v})
+    return epochs
+
+
+def test_train_writes_the_run_folder(image_folder: Path, tiny_train_kwargs: dict) -> None:
+    result = train(data=str(image_folder), name="run", **tiny_train_kwargs)
+    run = result.run_dir
+    assert run == Path(tiny_train_kwargs["runs_dir"]) / "run"
+    for name in ("config.yaml", "metrics.csv", "data_check.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "model/config.json", "model/model.safetensors", "model/README.md", "eval/metrics.json"):
+        assert (run / name).is_file(), name
+    # config.yaml reproduces the run: it loads back into the same options.
+    assert TrainConfig.load(run / "config.yaml") == TrainConfig(data=str(image_folder), name="run", **tiny_train_kwargs)
+    assert sorted(read_epochs(run)) == [0, 1]
+    # The held-out test/ split is what the run evaluates on, and the colours are easy: the model learns them.
+    assert result.eval_split == "test"
+    metrics = json.loads((run / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["num_samples"] == 12
+    assert metrics["top1"] >= 0.9
+    config = json.loads((run / "model" / "config.json").read_text(encoding="utf-8"))
+    assert config["label_names"] == ["bird (small)", "cat", "向日葵"]
+    assert config["imgcls"]["evaluation"]["top1"] == pytest.approx(metrics["top1"], abs=1e-6)
+    assert "向日葵" in (run / "model" / "README.md").read_text(encoding="utf-8")
+    # A second run with the same name does not overwrite the first.
+    again = train(data=str(image_folder), name="run", **{**tiny_train_kwargs, "epochs": 1})
+    assert again.run_dir.name == "run-2"
+
+
+def test_resume_matches_an_uninterrupted_run(image_folder: Path, tiny_train_kwargs: dict) -> None:
+    options = {**tiny_train_kwargs, "epochs": 3, "drop_rate": 0.2}
+    full = train(data=str(image_folder), name="full", **options)
+    cut = train(data=str(image_folder), name="cut", callbacks=[StopAfterEpochs(1)], **options)
+    assert sorted(read_epochs(cut.run_dir)) == [0]
+    resumed = train(resume=cut.run_dir)
+    assert resumed.run_dir == cut.run_dir
+    full_rows, resumed_rows = read_epochs(full.run_dir), read_epochs(resumed.run_dir)
+    assert sorted(resumed_rows) == [0, 1, 2]
+    for epoch in range(3):
+        for key in ("val_top1", "val_loss", "train_loss_epoch"):
+            assert float(resumed_rows[epoch][key]) == pytest.approx(float(full_rows[epoch][key]), abs=1e-6), (epoch, key)
+    a = load_file(full.package_dir / "model.safetensors")
+    b = load_file(resumed.package_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    assert resumed.metrics["top1"] == full.metrics["top1"]
+
+
+def test_freeze_epochs_keeps_the_backbone_of_the_weights_file(image_folder: Path, tiny_train_kwargs: dict, tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    source = create_model("lenet5", 7)
+    weights = tmp_path / "start.safetensors"
+    save_file(source.state_dict(), str(weights))
+    result = train(data=str(image_folder), weights=str(weights), freeze_epochs=1, **{**tiny_train_kwargs, "epochs": 1})
+    trained = load_file(result.package_dir / "model.safetensors")
+    start = load_file(str(weights))
+    head = head_parameter_names(create_model("lenet5", 3))
+    for key, value in trained.items():
+        if key in head:
+            assert value.shape[0] == 3  # the head was replaced for the 3 new classes
+        else:
+            torch.testing.assert_close(value, start[key], rtol=0, atol=0)
+    assert any(not torch.equal(trained[k], torch.zeros_like(trained[k])) for k in head)
+
+
+def test_class_weights_and_balanced_sampler_train(image_folder: Path, tiny_train_kwargs: dict) -> None:
+    # Make the data imbalanced: drop most of one class.
+    for path in sorted((image_folder / "train" / "cat").glob("*.png"))[3:]:
+        path.unlink()
+    result = train(data=str(image_folder), class_weights="auto", sampler="balanced", **{**tiny_train_kwargs, "epochs": 1})
+    check = json.loads((result.run_dir / "data_check.json").read_text(encoding="utf-8"))
+    assert check["imbalance_ratio"] >= 3
+    assert result.metrics["num_samples"] == 12
+
+
+def test_bad_data_stops_before_training(tmp_path: Path, tiny_train_kwargs: dict) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="empty"):
+        train(data=str(empty), **tiny_train_kwargs)
+    one = tmp_path / "one" / "cat"
+    one.mkdir(parents=True)
+    (one / "a.png").write_bytes(b"")
+    with pytest.raises(DataError):
+        train(data=str(tmp_path / "one"), **tiny_train_kwargs)
+    assert not Path(tiny_train_kwargs["runs_dir"]).exists() or not any(
+        (p / "checkpoints").exists() for p in Path(tiny_train_kwargs["runs_dir"]).iterdir()
+    )
+
+
+def test_package_predicts_the_same_as_the_trained_model(image_folder: Path, tiny_train_kwargs: dict) -> None:
+    result = train(data=str(image_folder), **{**tiny_train_kwargs, "epochs": 1})
+    clf = Classifier.load(result.package_dir)
+    image = next((image_folder / "test" / "cat").glob("*.png"))
+    top = clf(image)
+    assert len(top) == 3 and abs(sum(t["score"] for t in top) - 1) < 1e-5
+    assert {t["label"] for t in top} == {"bird (small)", "cat", "向日葵"}
