@@ -42,8 +42,17 @@ def test_train_writes_the_run_folder(image_folder: Path, tiny_train_kwargs: dict
     result = train(data=str(image_folder), name="run", **tiny_train_kwargs)
     run = result.run_dir
     assert run == Path(tiny_train_kwargs["runs_dir"]) / "run"
-    for name in ("config.yaml", "metrics.csv", "data_check.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
-                 "model/config.json", "model/model.safetensors", "model/README.md", "eval/metrics.json"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "data_check.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/README.md",
+        "eval/metrics.json",
+    ):
         assert (run / name).is_file(), name
     # config.yaml reproduces the run: it loads back into the same options.
     assert TrainConfig.load(run / "config.yaml") == TrainConfig(data=str(image_folder), name="run", **tiny_train_kwargs)
@@ -73,7 +82,10 @@ def test_resume_matches_an_uninterrupted_run(image_folder: Path, tiny_train_kwar
     assert sorted(resumed_rows) == [0, 1, 2]
     for epoch in range(3):
         for key in ("val_top1", "val_loss", "train_loss_epoch"):
-            assert float(resumed_rows[epoch][key]) == pytest.approx(float(full_rows[epoch][key]), abs=1e-6), (epoch, key)
+            assert float(resumed_rows[epoch][key]) == pytest.approx(float(full_rows[epoch][key]), abs=1e-6), (
+                epoch,
+                key,
+            )
     a = load_file(full.package_dir / "model.safetensors")
     b = load_file(resumed.package_dir / "model.safetensors")
     assert a.keys() == b.keys()
@@ -82,7 +94,9 @@ def test_resume_matches_an_uninterrupted_run(image_folder: Path, tiny_train_kwar
     assert resumed.metrics["top1"] == full.metrics["top1"]
 
 
-def test_freeze_epochs_keeps_the_backbone_of_the_weights_file(image_folder: Path, tiny_train_kwargs: dict, tmp_path: Path) -> None:
+def test_freeze_epochs_keeps_the_backbone_of_the_weights_file(
+    image_folder: Path, tiny_train_kwargs: dict, tmp_path: Path
+) -> None:
     torch.manual_seed(123)
     source = create_model("lenet5", 7)
     weights = tmp_path / "start.safetensors"
@@ -103,7 +117,9 @@ def test_class_weights_and_balanced_sampler_train(image_folder: Path, tiny_train
     # Make the data imbalanced: drop most of one class.
     for path in sorted((image_folder / "train" / "cat").glob("*.png"))[3:]:
         path.unlink()
-    result = train(data=str(image_folder), class_weights="auto", sampler="balanced", **{**tiny_train_kwargs, "epochs": 1})
+    result = train(
+        data=str(image_folder), class_weights="auto", sampler="balanced", **{**tiny_train_kwargs, "epochs": 1}
+    )
     check = json.loads((result.run_dir / "data_check.json").read_text(encoding="utf-8"))
     assert check["imbalance_ratio"] >= 3
     assert result.metrics["num_samples"] == 12

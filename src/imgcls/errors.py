@@ -5,8 +5,16 @@ from __future__ import annotations
 from imgcls.config import ConfigError
 from imgcls.data.images import ImageLoadError
 from imgcls.data.sources import DataError
+from imgcls.models import WeightsError
 from imgcls.package import PackageError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, PackageError, ImageLoadError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    PackageError,
+    ImageLoadError,
+    WeightsError,
+    FileNotFoundError,
+)
 
-__all__ = ["USER_ERRORS", "ConfigError", "DataError", "ImageLoadError", "PackageError"]
+__all__ = ["USER_ERRORS", "ConfigError", "DataError", "ImageLoadError", "PackageError", "WeightsError"]

@@ -9,7 +9,13 @@ from typing import Any
 
 import timm
 import torch
-from timm.models import get_pretrained_cfg_value, is_model_pretrained, load_state_dict, parse_model_name
+from timm.models import (
+    get_pretrained_cfg_value,
+    is_model,
+    is_model_pretrained,
+    load_state_dict,
+    parse_model_name,
+)
 from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
 
 __all__ = ["WeightsError", "create_model", "list_models"]
@@ -81,8 +87,12 @@ def create_model(
         FileNotFoundError: ``weights`` does not exist.
         RuntimeError: ``name`` is not a model timm knows.
     """
+    source, model_id = parse_model_name(name)
+    if source is None and not is_model(model_id):
+        # Checked first: the cfg lookups below would fail with less helpful messages.
+        raise RuntimeError(f"Unknown model ({name}); imgcls.models.list_models() lists the names")
     build_kwargs: dict[str, Any] = dict(kwargs, in_chans=in_chans, drop_rate=drop_rate)
-    if parse_model_name(name)[0] is not None and in_chans == 3:
+    if source is not None and in_chans == 3:
         # A saved model knows its channel count (config.json model_args); passing the default 3 would make timm
         # silently adapt a grayscale model's stem to RGB.
         del build_kwargs["in_chans"]
@@ -94,7 +104,7 @@ def create_model(
     elif pretrained:
         model = _create_pretrained(name, num_classes, build_kwargs)
     else:
-        if parse_model_name(name)[0] is not None:
+        if source is not None:
             # timm builds only the architecture here; easy to mistake for loading the model.
             _logger.warning("%s: building the architecture with random weights (pretrained=False)", name)
         try:

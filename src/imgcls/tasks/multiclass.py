@@ -64,6 +64,7 @@ class MulticlassTask(L.LightningModule):
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         self._step_started = 0.0
+        self._last_step_seconds = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -90,7 +91,10 @@ class MulticlassTask(L.LightningModule):
         # Dropout, drop-path and mixup draw from the global RNGs: seed them per (epoch, batch) so a
         # resumed run takes exactly the steps the uninterrupted one took.
         seed_all(mix_seed(self.seed, self.current_epoch, batch_idx, 1))
-        self._step_started = time.perf_counter()
+        now = time.perf_counter()
+        # Throughput over the whole previous step: loading, forward, backward and optimiser step.
+        self._last_step_seconds = now - self._step_started if batch_idx > 0 else 0.0
+        self._step_started = now
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch failed to load; skip the step
@@ -102,7 +106,7 @@ class MulticlassTask(L.LightningModule):
         logits = self(images)
         loss = self._loss(logits, targets)
         acc = (logits.argmax(dim=-1) == labels).float().mean()
-        elapsed = time.perf_counter() - self._step_started
+        elapsed = self._last_step_seconds
         n = images.shape[0]
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         self.log("train_acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)

@@ -6,6 +6,7 @@ import builtins
 import time
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -128,7 +129,10 @@ def test_missing_or_unknown_weights_file(tmp_path: Path) -> None:
         create_model("lenet5", 3, weights=tmp_path / "broken.safetensors")
 
 
-def test_pretrained_offline_fails_fast_with_a_hint(tmp_path: Path) -> None:
+def test_pretrained_offline_fails_fast_with_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests/conftest.py sets HF_HUB_OFFLINE=1 before huggingface_hub is imported; this holds even if it was not.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     start = time.perf_counter()
     # An empty cache_dir: weights cached on this machine must not make the test pass by accident.
     with pytest.raises(WeightsError, match="resnet18: could not fetch.*--weights FILE") as info:

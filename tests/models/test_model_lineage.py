@@ -26,6 +26,7 @@ LINEAGE = [
 
 @pytest.mark.parametrize(("name", "img_size"), LINEAGE, ids=[n for n, _ in LINEAGE])
 def test_one_training_step(name: str, img_size: int | None) -> None:
+    torch.manual_seed(0)
     model = create_model(name, num_classes=10, img_size=img_size)
     channels, height, width = data_config(model)["input_size"]
     assert (height, width) == ((32, 32) if img_size is None else (img_size, img_size))
