@@ -36,6 +36,13 @@ def test_help_of_every_verb() -> None:
 
 def test_train_evaluate_predict_from_the_command_line(image_folder: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
+    # Real datasets hold broken files: they are reported and skipped, never fatal.
+    (image_folder / "train" / "cat" / "zero.png").write_bytes(b"")
+    (image_folder / "train" / "cat" / "saved_page.jpg").write_text("<html><body>Not found</body></html>")
+    check = run("check", str(image_folder), "--out", str(tmp_path / "check.json"), "--no-progress")
+    assert "2 of" in check.stdout
+    report = json.loads((tmp_path / "check.json").read_text(encoding="utf-8"))
+    assert sorted(Path(b["path"]).name for b in report["bad_files"]) == ["saved_page.jpg", "zero.png"]
     out = run(
         "train",
         str(image_folder),
@@ -68,6 +75,9 @@ def test_train_evaluate_predict_from_the_command_line(image_folder: Path, tmp_pa
     package = runs / "cli" / "model"
     assert "model package: " + str(package) in out.stderr
     assert (package / "model.safetensors").is_file()
+    assert "2 of" in out.stderr  # the one summary line about skipped files
+    report = json.loads((runs / "cli" / "data_check.json").read_text(encoding="utf-8"))
+    assert len(report["bad_files"]) == 2
 
     ev = run("evaluate", str(package), str(image_folder), "--num-workers", "0", "--no-progress")
     metrics = json.loads((runs / "cli" / "eval" / "metrics.json").read_text(encoding="utf-8"))
@@ -100,6 +110,10 @@ def test_train_evaluate_predict_from_the_command_line(image_folder: Path, tmp_pa
     # --resume with a higher epoch count continues the same run folder.
     run("train", "--resume", str(runs / "cli"), "--epochs", "3", "--no-progress")
     assert "epochs: 3" in (runs / "cli" / "config.yaml").read_text(encoding="utf-8")
+    # --config re-runs a run's options; flags typed after it override them.
+    run("train", "--config", str(runs / "cli" / "config.yaml"), "--epochs", "1", "--name", "again", "--no-progress")
+    again = (runs / "again" / "config.yaml").read_text(encoding="utf-8")
+    assert "epochs: 1" in again and "model: lenet5" in again and "lr: 0.003" in again
 
 
 @pytest.mark.parametrize(

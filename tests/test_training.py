@@ -123,6 +123,16 @@ def test_class_weights_and_balanced_sampler_train(image_folder: Path, tiny_train
     check = json.loads((result.run_dir / "data_check.json").read_text(encoding="utf-8"))
     assert check["imbalance_ratio"] >= 3
     assert result.metrics["num_samples"] == 12
+    assert float(read_epochs(result.run_dir)[0]["train_loss_epoch"]) < 5
+
+
+def test_early_stopping_ends_the_run(image_folder: Path, tiny_train_kwargs: dict) -> None:
+    # The colours are learnt at once; validation top-1 then stops improving and patience runs out.
+    result = train(data=str(image_folder), patience=1, **{**tiny_train_kwargs, "epochs": 8, "lr": 1e-2})
+    epochs = read_epochs(result.run_dir)
+    assert len(epochs) < 8
+    tops = [float(epochs[e]["val_top1"]) for e in sorted(epochs)]
+    assert max(tops[-1:]) <= max(tops[:-1])
 
 
 def test_bad_data_stops_before_training(tmp_path: Path, tiny_train_kwargs: dict) -> None:
