@@ -106,6 +106,15 @@ def test_train_evaluate_predict_from_the_command_line(image_folder: Path, tmp_pa
     assert [r["label_1"] for r in rows] == ["cat", "cat"]
     table = run("predict", str(package), str(photos / "*.png"))
     assert "cat" in table.stdout
+    # Piped into `head`, the command stops quietly instead of a BrokenPipeError traceback.
+    piped = subprocess.run(
+        f"{sys.executable} -m imgcls predict {package} {photos}/*.png --format csv | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert piped.stdout == "path,label" and "Traceback" not in piped.stderr
 
     # --resume with a higher epoch count continues the same run folder.
     run("train", "--resume", str(runs / "cli"), "--epochs", "3", "--no-progress")

@@ -252,7 +252,7 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         table.add_column("score", justify="right")
         table.add_column(f"top-{args.top_k}" if args.top_k > 1 else "")
     elif args.format == "csv":
-        writer = csv.writer(stream)
+        writer = csv.writer(stream, lineterminator="\n")
         header = ["path"]
         for i in range(1, args.top_k + 1):
             header += [f"label_{i}", f"score_{i}"]
@@ -391,6 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `imgcls predict ... | head`: the reader left; stop quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
