@@ -7,6 +7,9 @@ PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.installed"
 
+# A CJK font for the report's plots (class names in any script); a browser only for the tests.
+bash scripts/system-deps.sh font ${IMGCLS_SETUP_EXTRA:-}
+
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi

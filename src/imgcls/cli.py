@@ -166,7 +166,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score a model package on labelled images",
-        description="Top-1, top-5, per-class precision/recall/F1 and the confusion matrix, as a table and metrics.json.",
+        description="Top-1/top-5, per-class precision/recall/F1, confusion matrix, PR and ROC curves with AP/AUC, "
+        "calibration (ECE, reliability diagram) and the most confident mistakes: a table here, and report.html, "
+        "metrics.json, predictions.csv and PNG plots in --out.",
     )
     p.add_argument("model", help="model package folder (e.g. runs/NAME/model)")
     p.add_argument(
@@ -174,8 +176,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="dataset root (uses test/, else val/, else all), class-subfolder folder, CSV manifest or built-in name",
     )
     p.add_argument(
-        "--split", default="auto", choices=["auto", "train", "val", "test"], help="which split of a dataset root"
+        "--split", default="auto", choices=["auto", "train", "val", "test", "all"], help="which split of a dataset root"
     )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a softmax temperature on validation images (DATA/val/, or the run's own validation split) "
+        "and store it in the model package, so every later prediction reports calibrated scores",
+    )
+    p.add_argument("--mistakes", type=int, default=24, help="how many of the most confident mistakes to show")
+    p.add_argument("--no-report", dest="report", action="store_false", help="skip report.html and the plots")
     p.add_argument(
         "--out", type=Path, help="folder for metrics.json (default: MODEL/../eval when MODEL is in a run, else ./eval)"
     )
@@ -202,10 +212,48 @@ def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         progress=args.progress,
+        report=args.report,
+        calibrate_temperature=args.calibrate,
+        mistakes=args.mistakes,
     )
     console = Console()
     print_metrics(metrics, console)
-    console.print(f"metrics written to {out / 'metrics.json'}")
+    if args.calibrate:
+        cal = metrics["calibration"]
+        console.print(
+            f"calibrated: temperature {cal['temperature']} stored in {args.model}; "
+            f"ECE {cal['ece_before']:.4f} → {cal['ece']:.4f}"
+        )
+    written = "report.html, metrics.json, predictions.csv and plots" if args.report else "metrics.json, predictions.csv"
+    console.print(f"{written} in {out}" + (f"\nopen {out / 'report.html'}" if args.report else ""))
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="put two or more evaluations side by side",
+        description="Compare evaluations: run folders, eval folders or metrics.json files. The first is the baseline; "
+        "the others show per-class F1 deltas against it.",
+    )
+    p.add_argument("evaluations", nargs="+", help="runs/NAME, runs/NAME/eval or a metrics.json (two or more)")
+    p.add_argument("--out", type=Path, help="also write the comparison as Markdown to this file")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+
+    from imgcls.compare import compare, load_evaluation, to_markdown
+
+    if len(args.evaluations) < 2:
+        parser.error("compare needs two or more evaluations")
+    result = compare([load_evaluation(ref) for ref in args.evaluations])
+    console = Console()
+    result.print(console)
+    if args.out:
+        args.out.write_text(to_markdown(result), encoding="utf-8")
+        console.print(f"written to {args.out}")
     return 0
 
 
@@ -365,13 +413,13 @@ def cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgcls",
-        description="Image classification: check data, fine-tune, evaluate, predict.",
+        description="Image classification: check data, fine-tune, evaluate, compare, predict.",
         epilog="Quick start: imgcls train digits --model resnet18 --img-size 32 --hflip 0",
     )
     parser.add_argument("--version", action="version", version=f"imgcls {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for add in (_add_train, _add_evaluate, _add_predict, _add_check, _add_models, _add_data):
+    for add in (_add_train, _add_evaluate, _add_compare, _add_predict, _add_check, _add_models, _add_data):
         add(sub)
     return parser
 

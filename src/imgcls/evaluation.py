@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,8 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 from imgcls.data.datamodule import ImageDataset, collate_skip_bad, default_num_workers
-from imgcls.data.sources import Sample
-from imgcls.metrics import classification_metrics
+from imgcls.data.sources import DataError, Sample
+from imgcls.metrics import calibration, evaluation_metrics
 from imgcls.predict import Classifier
 
 
@@ -27,42 +29,82 @@ class _IndexedDataset(ImageDataset):
         return None if item is None else (item[0], item[1], index)
 
 
+@dataclass
+class Predictions:
+    """What one streaming pass keeps: compact arrays, never images."""
+
+    logits: torch.Tensor  # (N, C) float32
+    targets: torch.Tensor  # (N,) int64
+    paths: list[str]  # the N files that could be read, in order
+    skipped: list[str]  # files that could not be read
+
+
 @torch.inference_mode()
-def predict_samples(
+def collect_predictions(
     clf: Classifier,
     samples: Sequence[Sample],
     *,
     batch_size: int = 64,
     num_workers: int | None = None,
     progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Probabilities for labelled samples in one streaming pass.
-
-    Returns:
-        probs (N_ok, C), targets (N_ok,), and the indices of the samples that could be read.
-    """
+) -> Predictions:
+    """Logits for labelled samples in one streaming pass, with a progress bar."""
     loader = DataLoader(
         _IndexedDataset(samples, clf.transform),
         batch_size=batch_size,
         num_workers=default_num_workers() if num_workers is None else num_workers,
         collate_fn=collate_skip_bad,
     )
-    probs, targets, kept = [], [], []
+    logits, targets, kept = [], [], []
     columns = [TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=True) as bar:
+    with Progress(*columns, disable=not progress, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("eval", total=len(samples))
         for batch in loader:
             if batch is None:
                 continue
             images, labels, index = batch
-            logits = clf.model(images.to(clf.device)).float().cpu()
-            probs.append(logits.softmax(dim=-1))
+            logits.append(clf.model(images.to(clf.device)).float().cpu())
             targets.append(labels)
             kept.extend(index.tolist())
-            bar.update(task, advance=len(labels))
-    if not probs:
-        return torch.empty(0, len(clf.labels)), torch.empty(0, dtype=torch.long), []
-    return torch.cat(probs), torch.cat(targets), kept
+            bar.update(task, completed=max(kept) + 1)
+    kept_set = set(kept)
+    skipped = [str(s.path) for i, s in enumerate(samples) if i not in kept_set]
+    if not logits:
+        return Predictions(torch.empty(0, len(clf.labels)), torch.empty(0, dtype=torch.long), [], skipped)
+    return Predictions(torch.cat(logits), torch.cat(targets), [str(samples[i].path) for i in kept], skipped)
+
+
+def most_confident_mistakes(
+    probs: torch.Tensor, targets: torch.Tensor, paths: list[str], labels: list[str], limit: int = 24
+) -> list[dict[str, Any]]:
+    """The wrong predictions the model was surest of: where it fails worst, or where the label is wrong."""
+    score, predicted = probs.max(dim=-1)
+    wrong = (predicted != targets).nonzero().flatten()
+    order = wrong[score[wrong].argsort(descending=True)][:limit]
+    return [
+        {"path": paths[i], "true": labels[targets[i]], "predicted": labels[predicted[i]], "score": score[i].item()}
+        for i in order.tolist()
+    ]
+
+
+def write_predictions_csv(
+    path: Path, probs: torch.Tensor, targets: torch.Tensor, paths: list[str], labels: list[str]
+) -> None:
+    """One row per image: path, true label, predicted label, its score, then the score of every class."""
+    score, predicted = probs.max(dim=-1)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["path", "true_label", "predicted_label", "score", *labels])
+        for i, file in enumerate(paths):
+            writer.writerow(
+                [
+                    file,
+                    labels[targets[i]],
+                    labels[predicted[i]],
+                    f"{score[i].item():.6f}",
+                    *(f"{v:.6f}" for v in probs[i].tolist()),
+                ]
+            )
 
 
 def evaluate_samples(
@@ -73,21 +115,87 @@ def evaluate_samples(
     batch_size: int = 64,
     num_workers: int | None = None,
     progress: bool = True,
+    report: bool = True,
+    mistakes: int = 24,
+    data: str | None = None,
+    ece_temperature: float | None = None,
+    skipped: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Metrics for samples whose labels index `clf.labels`; writes `metrics.json` into `out` if given."""
-    probs, targets, kept = predict_samples(
-        clf, samples, batch_size=batch_size, num_workers=num_workers, progress=progress
-    )
-    if len(kept) == 0:
-        raise ValueError("no readable images to evaluate")
-    metrics = classification_metrics(probs, targets, clf.labels)
-    kept_set = set(kept)
-    metrics["skipped_files"] = [str(s.path) for i, s in enumerate(samples) if i not in kept_set]
+    """Every metric for samples whose labels index `clf.labels`.
+
+    With `out`, writes `metrics.json`, `predictions.csv` and (with `report`) `report.html` plus the plots.
+    Scores use the package's calibration temperature when it has one.
+    """
+    preds = collect_predictions(clf, samples, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    if len(preds.paths) == 0:
+        raise DataError("no readable images to evaluate" + (f" in {data}" if data else ""))
+    probs = (preds.logits / clf.temperature).softmax(dim=-1)
+    metrics = evaluation_metrics(probs, preds.targets, clf.labels)
+    metrics["calibration"]["temperature"] = clf.temperature if clf.temperature != 1.0 else None
+    if ece_temperature is not None:  # the ECE before calibration, on the same predictions
+        before = calibration((preds.logits / ece_temperature).softmax(dim=-1), preds.targets)
+        metrics["calibration"]["ece_before"] = before["ece"]
+    metrics["mistakes"] = most_confident_mistakes(probs, preds.targets, preds.paths, clf.labels, limit=mistakes)
+    metrics["skipped_files"] = [*skipped, *preds.skipped]
+    metrics["model"] = {"path": str(clf.package.path), "architecture": clf.package.config.get("architecture", "")}
+    if data is not None:
+        metrics["data"] = data
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_predictions_csv(out / "predictions.csv", probs, preds.targets, preds.paths, clf.labels)
+        write_metrics(out, metrics, report=report)
     return metrics
+
+
+def write_metrics(out: Path, metrics: dict[str, Any], *, report: bool = True) -> None:
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    if report:
+        from imgcls.report import write_report
+
+        write_report(
+            out,
+            metrics,
+            title=f"imgcls evaluation: {Path(metrics.get('model', {}).get('path', '')).parent.name or 'model'}",
+        )
+
+
+def calibration_samples(model_dir: Path, data: str | Path | None, labels: list[str]) -> list[Sample]:
+    """The validation images to fit a temperature on: DATA's val/ split, else the run's own validation split."""
+    from imgcls.config import TrainConfig
+    from imgcls.data.sources import discover, load_labeled
+
+    if data is not None and (Path(data) / "val").is_dir():
+        return load_labeled(data, labels, split="val")
+    run_config = model_dir.parent / "config.yaml"
+    if run_config.is_file():
+        # Re-create the run's split exactly: same data, fraction and seed.
+        config = TrainConfig.load(run_config)
+        splits = discover(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        if splits.val:
+            if splits.classes != labels:
+                raise DataError(f"{run_config}: the run's classes no longer match the model's labels")
+            return splits.val
+    raise DataError(
+        f"--calibrate needs validation images: give DATA with a val/ folder, or a MODEL inside its run folder "
+        f"(runs/NAME/model) so the run's own validation split can be used ({model_dir})"
+    )
+
+
+def calibrate(
+    clf: Classifier, samples: Sequence[Sample], *, progress: bool = True, num_workers: int | None = None
+) -> float:
+    """Fit the softmax temperature on validation samples and store it in the model package."""
+    from imgcls.metrics import fit_temperature
+    from imgcls.package import set_package_info
+
+    preds = collect_predictions(clf, samples, num_workers=num_workers, progress=progress)
+    if len(preds.paths) < 2:
+        raise DataError("--calibrate needs at least two readable validation images")
+    temperature = fit_temperature(preds.logits, preds.targets)
+    set_package_info(clf.package.path, temperature=round(temperature, 6))
+    clf.temperature = round(temperature, 6)
+    return clf.temperature
 
 
 def evaluate(
@@ -99,6 +207,9 @@ def evaluate(
     batch_size: int = 64,
     num_workers: int | None = None,
     progress: bool = True,
+    report: bool = True,
+    calibrate_temperature: bool = False,
+    mistakes: int = 24,
 ) -> dict[str, Any]:
     """Evaluate a model package on labelled data.
 
@@ -106,8 +217,10 @@ def evaluate(
         model: a package folder or a loaded `Classifier`.
         data: a dataset root (its `test/`, else `val/`, else all of it), a folder of class subfolders,
             a CSV manifest or a built-in dataset name.
-        split: `auto`, `train`, `val` or `test`.
-        out: folder for `metrics.json`.
+        split: `auto`, `train`, `val`, `test` or `all`.
+        out: folder for `metrics.json`, `predictions.csv`, `report.html` and the plots.
+        calibrate_temperature: first fit a temperature on validation images and store it in the package.
+        mistakes: how many of the most confident mistakes to keep for the gallery.
     """
     from imgcls.data.check import check_samples
     from imgcls.data.sources import load_labeled
@@ -115,16 +228,25 @@ def evaluate(
     clf = model if isinstance(model, Classifier) else Classifier.load(model)
     samples = load_labeled(data, clf.labels, split=split)
     samples, bad = check_samples(samples, clf.labels, progress=progress)
-    metrics = evaluate_samples(
-        clf, samples, out=None, batch_size=batch_size, num_workers=num_workers, progress=progress
+    before = None
+    if calibrate_temperature:
+        val = calibration_samples(Path(clf.package.path), data, clf.labels)
+        before = clf.temperature
+        calibrate(clf, val, progress=progress, num_workers=num_workers)
+    skipped = [b["path"] for b in bad]
+    return evaluate_samples(
+        clf,
+        samples,
+        out=out,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        report=report,
+        mistakes=mistakes,
+        data=str(data),
+        ece_temperature=before,
+        skipped=skipped,
     )
-    metrics["skipped_files"] = [b["path"] for b in bad] + metrics["skipped_files"]
-    metrics["skipped_reasons"] = bad
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
-    return metrics
 
 
 def print_metrics(metrics: dict[str, Any], console: Console | None = None, *, max_classes: int = 50) -> None:
@@ -135,6 +257,17 @@ def print_metrics(metrics: dict[str, Any], console: Console | None = None, *, ma
         f"balanced accuracy {metrics['balanced_accuracy']:.2%}   macro F1 {metrics['macro']['f1']:.4f}   "
         f"on {metrics['num_samples']:,} images"
     )
+    extra = []
+    if metrics.get("ap", {}).get("macro") is not None:
+        extra.append(f"macro AP {metrics['ap']['macro']:.4f}   micro AP {metrics['ap']['micro']:.4f}")
+    if metrics.get("auc", {}).get("macro") is not None:
+        extra.append(f"macro AUC {metrics['auc']['macro']:.4f}")
+    if "calibration" in metrics:
+        extra.append(f"ECE {metrics['calibration']['ece']:.4f}")
+    if extra:
+        console.print("   ".join(extra))
+    if metrics.get("absent_classes"):
+        console.print(f"[yellow]classes absent from this data: {', '.join(metrics['absent_classes'])}[/]")
     table = Table(show_edge=False, header_style="bold")
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
@@ -158,5 +291,8 @@ def print_metrics(metrics: dict[str, Any], console: Console | None = None, *, ma
                 *[f"[bold]{v}[/]" if j == labels.index(label) else (str(v) if v else "·") for j, v in enumerate(row)],
             )
         console.print(cm)
+    if metrics.get("confused_pairs"):
+        worst = ", ".join(f"{p['true']} → {p['predicted']} ({p['count']})" for p in metrics["confused_pairs"][:5])
+        console.print(f"most confused: {worst}")
     if metrics.get("skipped_files"):
         console.print(f"[yellow]{len(metrics['skipped_files'])} unreadable file(s) skipped[/]")

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics.functional.classification import multiclass_confusion_matrix
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_precision_recall_curve,
+    binary_roc,
+    multiclass_confusion_matrix,
+)
+
+CURVE_POINTS = 200
 
 
 def topk_accuracy(probs: torch.Tensor, targets: torch.Tensor, k: int) -> float:
@@ -84,3 +92,138 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, labels: l
         "confusion_matrix": cm.tolist(),
         "labels": list(labels),
     }
+
+
+def _thin(*arrays: torch.Tensor, points: int = CURVE_POINTS) -> list[list[float]]:
+    """Keep at most `points` evenly spaced points (always the ends) so curves stay small in JSON."""
+    n = len(arrays[0])
+    if n <= points:
+        return [a.tolist() for a in arrays]
+    index = torch.linspace(0, n - 1, points).round().long().unique()
+    return [a[index].tolist() for a in arrays]
+
+
+def one_vs_rest(probs: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> dict[str, Any]:
+    """Per-class average precision and ROC AUC with their curves, plus micro AP.
+
+    A class absent from `targets` has no positives: its AP and AUC are undefined (None) and it is left
+    out of the macro averages, as it would be from scikit-learn's per-class scores.
+    """
+    probs = probs.double()
+    onehot = torch.nn.functional.one_hot(targets, len(labels))
+    ap: list[float | None] = []
+    auc: list[float | None] = []
+    pr_curves: dict[str, dict[str, list[float]]] = {}
+    roc_curves: dict[str, dict[str, list[float]]] = {}
+    for c, label in enumerate(labels):
+        y = onehot[:, c]
+        if y.sum() == 0 or y.sum() == len(y):
+            ap.append(None if y.sum() == 0 else 1.0)
+            auc.append(None)
+            continue
+        ap.append(binary_average_precision(probs[:, c], y).item())
+        auc.append(binary_auroc(probs[:, c], y).item())
+        precision, recall, _ = binary_precision_recall_curve(probs[:, c], y)
+        fpr, tpr, _ = binary_roc(probs[:, c], y)
+        p, r = _thin(precision, recall)
+        f, t = _thin(fpr, tpr)
+        pr_curves[label] = {"precision": p, "recall": r}
+        roc_curves[label] = {"fpr": f, "tpr": t}
+    present_ap = [v for v in ap if v is not None]
+    present_auc = [v for v in auc if v is not None]
+    flat_probs, flat_y = probs.flatten(), onehot.flatten()
+    micro_ap = binary_average_precision(flat_probs, flat_y).item() if len(targets) else None
+    precision, recall, _ = binary_precision_recall_curve(flat_probs, flat_y)
+    p, r = _thin(precision, recall)
+    return {
+        "per_class_ap": ap,
+        "per_class_auc": auc,
+        "ap": {"macro": sum(present_ap) / len(present_ap) if present_ap else None, "micro": micro_ap},
+        "auc": {"macro": sum(present_auc) / len(present_auc) if present_auc else None},
+        "curves": {"pr": pr_curves, "roc": roc_curves, "pr_micro": {"precision": p, "recall": r}},
+    }
+
+
+def calibration(probs: torch.Tensor, targets: torch.Tensor, num_bins: int = 15) -> dict[str, Any]:
+    """Expected calibration error of the top-1 confidence, with the reliability-diagram bins.
+
+    Bins are equal-width on (0, 1]; ECE = sum over bins of |accuracy - confidence| * share of samples.
+    """
+    confidence, predicted = probs.double().max(dim=-1)
+    correct = (predicted == targets).double()
+    edges = torch.linspace(0, 1, num_bins + 1, dtype=torch.float64)
+    # bucketize with right=False puts x in bin i when edges[i-1] < x <= edges[i]: (lower, upper] bins.
+    index = (torch.bucketize(confidence, edges, right=False) - 1).clamp(0, num_bins - 1)
+    bins, ece, n = [], 0.0, max(1, len(targets))
+    for b in range(num_bins):
+        mask = index == b
+        count = int(mask.sum())
+        conf = confidence[mask].mean().item() if count else None
+        acc = correct[mask].mean().item() if count else None
+        if count:
+            ece += abs(acc - conf) * count / n
+        bins.append(
+            {
+                "lower": edges[b].item(),
+                "upper": edges[b + 1].item(),
+                "count": count,
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
+    return {"ece": ece, "num_bins": num_bins, "bins": bins}
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 100) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al., 2017)."""
+    # Inputs may come from inference mode, which autograd refuses: work on plain copies.
+    logits, targets = logits.detach().clone().double(), targets.detach().clone()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp().item())
+
+
+def confused_pairs(cm: torch.Tensor, labels: list[str], top: int = 10) -> list[dict[str, Any]]:
+    """The most frequent (true, predicted) mistakes, with their share of the true class."""
+    pairs = []
+    support = cm.sum(dim=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if i != j and cm[i, j] > 0:
+                pairs.append(
+                    {
+                        "true": labels[i],
+                        "predicted": labels[j],
+                        "count": int(cm[i, j]),
+                        "rate": (cm[i, j] / support[i]).item(),
+                    }
+                )
+    pairs.sort(key=lambda p: (-p["count"], -p["rate"], p["true"], p["predicted"]))
+    return pairs[:top]
+
+
+def evaluation_metrics(
+    probs: torch.Tensor, targets: torch.Tensor, labels: list[str], *, top_k: int = 5, num_bins: int = 15
+) -> dict[str, Any]:
+    """Everything the evaluation report shows: `classification_metrics` plus AP/AUC, curves and calibration."""
+    out = classification_metrics(probs, targets, labels)
+    out["top_k"] = {"1": out["top1"], str(top_k): topk_accuracy(probs, targets, top_k)}
+    cm = torch.tensor(out["confusion_matrix"], dtype=torch.float64)
+    rows = cm.sum(dim=1, keepdim=True)
+    out["confusion_matrix_normalized"] = torch.where(rows > 0, cm / rows.clamp(min=1), torch.zeros_like(cm)).tolist()
+    ovr = one_vs_rest(probs, targets, labels)
+    for row, ap, auc in zip(out["per_class"], ovr["per_class_ap"], ovr["per_class_auc"], strict=True):
+        row["ap"], row["auc"] = ap, auc
+    out["absent_classes"] = [row["label"] for row in out["per_class"] if row["support"] == 0]
+    out["ap"], out["auc"], out["curves"] = ovr["ap"], ovr["auc"], ovr["curves"]
+    out["calibration"] = calibration(probs, targets, num_bins)
+    out["confused_pairs"] = confused_pairs(cm.long(), labels)
+    return out

@@ -48,6 +48,11 @@ class ModelPackage:
     def info(self) -> dict[str, Any]:
         return self.config.get("imgcls", {})
 
+    @property
+    def temperature(self) -> float:
+        """Softmax temperature fitted by `imgcls evaluate --calibrate` (1.0 = uncalibrated)."""
+        return float(self.info.get("temperature") or 1.0)
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -116,6 +121,24 @@ def save_package(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def set_package_info(path: str | Path, **values: Any) -> dict[str, Any]:
+    """Update fields of the package's `imgcls` section (e.g. `temperature`) and its model card, atomically."""
+    path = Path(path)
+    config = read_config(path)
+    config.setdefault("imgcls", {}).update(values)
+    for name, text in (
+        (CONFIG_NAME, json.dumps(config, indent=2, ensure_ascii=False)),
+        (CARD_NAME, model_card(config)),
+    ):
+        tmp = path / f".{name}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path / name)
+    return config
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -202,6 +225,8 @@ def model_card(config: dict[str, Any]) -> str:
     if evaluation:
         rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in evaluation.items()]
         parts += ["## Evaluation", "", _table(rows), ""]
+    if info.get("temperature"):
+        parts += [f"Scores are calibrated with temperature {info['temperature']} (fitted on validation images).", ""]
     parts += [
         "## Use",
         "",

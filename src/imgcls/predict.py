@@ -64,6 +64,8 @@ class Classifier:
         self.data_config = package.data_config
         self.device = torch.device(device)
         self.transform = eval_transform(self.data_config)
+        # Fitted by `imgcls evaluate --calibrate`; dividing the logits by it calibrates every score.
+        self.temperature = package.temperature
 
     @classmethod
     def load(cls, ref: str | Path, *, device: str | torch.device = "cpu") -> Classifier:
@@ -94,8 +96,8 @@ class Classifier:
         return self.model(batch).float().cpu()
 
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Class probabilities (softmax over the logits)."""
-        return self.logits(images).softmax(dim=-1)
+        """Class probabilities: softmax over the logits, divided by the calibration temperature if any."""
+        return (self.logits(images) / self.temperature).softmax(dim=-1)
 
     def _top(self, probs: torch.Tensor, top_k: int) -> list[list[dict[str, Any]]]:
         k = min(top_k, probs.shape[-1])
