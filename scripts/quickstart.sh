@@ -22,7 +22,7 @@ cat <<MSG
 Quick start finished.
   run folder:     $RUN  (config.yaml, metrics.csv, checkpoints/, data_check.json)
   model package:  $RUN/model  (config.json, model.safetensors, README.md)
-  evaluation:     $RUN/eval/metrics.json
+  evaluation:     $RUN/eval/report.html  (open it in a browser; also metrics.json, predictions.csv, plots)
   data:           $DATA  (train/ and test/, one folder per class)
 Python:  from imgcls import Classifier; Classifier.load("$RUN/model")("$DATA/test/3/<file>.png")
 MSG
