@@ -186,6 +186,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mistakes", type=int, default=24, help="how many of the most confident mistakes to show")
     p.add_argument("--no-report", dest="report", action="store_false", help="skip report.html and the plots")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="torch", help="inference backend")
     p.add_argument(
         "--out", type=Path, help="folder for metrics.json (default: MODEL/../eval when MODEL is in a run, else ./eval)"
     )
@@ -204,8 +205,10 @@ def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if out is None:
         model_dir = Path(args.model)
         out = model_dir.parent / "eval" if (model_dir.parent / "config.yaml").is_file() else Path("eval")
+    from imgcls.predict import Classifier
+
     metrics = evaluate(
-        args.model,
+        Classifier.load(args.model, backend=args.backend),
         args.data,
         split=args.split,
         out=out,
@@ -269,6 +272,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     p.add_argument("--out", type=Path, help="write to this file instead of standard output")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--backend", choices=["auto", "torch", "onnx"], default="auto", help="onnx needs `imgcls export` first"
+    )
     p.set_defaults(func=cmd_predict)
 
 
@@ -284,7 +290,7 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
-    clf = Classifier.load(args.model)
+    clf = Classifier.load(args.model, backend=args.backend)
     files = expand_inputs(args.images)
     if not files:
         parser.error("no images found in " + " ".join(args.images))
@@ -337,6 +343,49 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if failed:
         err.print(f"[yellow]{failed} of {len(files)} file(s) could not be read[/]")
     return 1 if failed else 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write an ONNX (and INT8) copy of a model package, checked against PyTorch",
+        description="Write model.onnx (one file, dynamic batch axis) into the package and check it against PyTorch "
+        "on sample images (max logit difference, top-1 agreement; stored in the package). --int8 adds "
+        "model.int8.onnx (onnxruntime static quantisation); with --data, exits non-zero when INT8 top-1 drops more "
+        "than --max-drop points.",
+    )
+    p.add_argument("model", help="model package folder (e.g. runs/NAME/model)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--int8", action="store_true", help="also write a quantised INT8 model")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        help="folder of images for INT8 calibration (default: --data, else the training data)",
+    )
+    p.add_argument("--data", type=Path, help="labelled images (class subfolders or a dataset root) to measure top-1 on")
+    p.add_argument("--max-drop", type=float, default=1.0, help="largest INT8 top-1 drop allowed, in points")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.export import ExportError, export_onnx, summarise
+
+    try:
+        result = export_onnx(
+            args.model,
+            opset=args.opset,
+            int8=args.int8,
+            calibration=args.calibration,
+            data=args.data,
+            max_drop=args.max_drop,
+        )
+    except ExportError as err:
+        print(f"imgcls export: error: {err}", file=sys.stderr)
+        return 1
+    for line in summarise(result):
+        print(line)
+    return 0
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
@@ -413,13 +462,13 @@ def cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgcls",
-        description="Image classification: check data, fine-tune, evaluate, compare, predict.",
+        description="Image classification: check data, fine-tune, evaluate, compare, predict, export, serve.",
         epilog="Quick start: imgcls train digits --model resnet18 --img-size 32 --hflip 0",
     )
     parser.add_argument("--version", action="version", version=f"imgcls {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for add in (_add_train, _add_evaluate, _add_compare, _add_predict, _add_check, _add_models, _add_data):
+    for add in (_add_train, _add_evaluate, _add_compare, _add_predict, _add_export, _add_check, _add_models, _add_data):
         add(sub)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imgcls.backends import BackendError
 from imgcls.config import ConfigError
 from imgcls.data.images import ImageLoadError
 from imgcls.data.sources import DataError
@@ -17,4 +18,4 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
 )
 
-__all__ = ["USER_ERRORS", "ConfigError", "DataError", "ImageLoadError", "PackageError", "WeightsError"]
+__all__ = ["USER_ERRORS", "BackendError", "ConfigError", "DataError", "ImageLoadError", "PackageError", "WeightsError"]

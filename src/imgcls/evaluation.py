@@ -63,7 +63,7 @@ def collect_predictions(
             if batch is None:
                 continue
             images, labels, index = batch
-            logits.append(clf.model(images.to(clf.device)).float().cpu())
+            logits.append(clf.forward(images))
             targets.append(labels)
             kept.extend(index.tolist())
             bar.update(task, completed=max(kept) + 1)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from imgcls.backends import select_backend
 from imgcls.data.images import IMAGE_EXTENSIONS, ImageLoadError, array_to_image, load_image, to_rgb
 from imgcls.data.transforms import eval_transform
 from imgcls.package import ModelPackage, load_package
@@ -57,20 +58,27 @@ class Classifier:
     ```
     """
 
-    def __init__(self, package: ModelPackage, *, device: str | torch.device = "cpu") -> None:
+    def __init__(self, package: ModelPackage, *, device: str | torch.device = "cpu", backend: str = "auto") -> None:
         self.package = package
         self.model = package.model
         self.labels = package.labels
         self.data_config = package.data_config
         self.device = torch.device(device)
         self.transform = eval_transform(self.data_config)
+        self.backend = select_backend(backend, self.model, Path(package.path), tuple(self.data_config["input_size"]))
         # Fitted by `imgcls evaluate --calibrate`; dividing the logits by it calibrates every score.
         self.temperature = package.temperature
 
     @classmethod
-    def load(cls, ref: str | Path, *, device: str | torch.device = "cpu") -> Classifier:
-        """Load a model package folder (e.g. `runs/NAME/model`)."""
-        return cls(load_package(ref, device=device), device=device)
+    def load(cls, ref: str | Path, *, device: str | torch.device = "cpu", backend: str = "auto") -> Classifier:
+        """Load a model package folder (e.g. `runs/NAME/model`).
+
+        Args:
+            ref: the package folder.
+            device: where the torch backend runs (`cpu`, `cuda`).
+            backend: `torch`, `onnx` (needs `imgcls export` first) or `auto` (the faster of the two here).
+        """
+        return cls(load_package(ref, device=device), device=device, backend=backend)
 
     @property
     def task(self) -> str:
@@ -89,11 +97,14 @@ class Classifier:
         raise TypeError(f"cannot classify a {type(item).__name__}; pass a path, a PIL image or a numpy array")
 
     # -- inference ------------------------------------------------------------------------------
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes, float32, on the CPU) for a preprocessed batch, through the chosen backend."""
+        return self.backend(batch)
+
     @torch.inference_mode()
     def logits(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Raw logits for already-decoded RGB images, shape (N, num_classes)."""
-        batch = torch.stack([self.transform(img) for img in images]).to(self.device)
-        return self.model(batch).float().cpu()
+        return self.forward(torch.stack([self.transform(img) for img in images]))
 
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Class probabilities: softmax over the logits, divided by the calibration temperature if any."""
@@ -106,6 +117,12 @@ class Classifier:
             [{"label": self.labels[i], "score": float(s)} for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True)]
             for row_s, row_i in zip(scores, indices, strict=True)
         ]
+
+    def predict_images(self, images: Sequence[Image.Image], *, top_k: int = 5) -> list[list[dict[str, Any]]]:
+        """Top-k for already-decoded RGB images, one forward pass (the building block of serve and demo)."""
+        if not images:
+            return []
+        return self._top(self.probabilities(images), top_k)
 
     def predict_iter(
         self, inputs: Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 32, workers: int = 2

@@ -1,0 +1,124 @@
+"""Inference backends behind `Classifier`: PyTorch (with the fast CPU modes where they are safe) and ONNX Runtime.
+
+Both take a preprocessed float32 batch (N, C, H, W) and return float32 logits (N, num_classes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ONNX_NAME = "model.onnx"
+BACKENDS = ("auto", "torch", "onnx")
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot run here; the message says what to install or export."""
+
+
+def native_bf16() -> bool:
+    """True where the CPU runs bf16 matrix maths natively (AVX-512-BF16 or AMX); elsewhere it is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _has_conv(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+class TorchBackend:
+    """The PyTorch model, in channels_last for CNNs and bf16 autocast where native and top-1 agrees."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, input_size: tuple[int, int, int], *, fast: bool = True) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.channels_last = fast and _has_conv(model)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.bf16 = False
+        if fast and (self.device.type == "cuda" or native_bf16()):
+            self.bf16 = self._bf16_agrees(input_size)
+
+    @torch.inference_mode()
+    def _run(self, batch: torch.Tensor, bf16: bool) -> torch.Tensor:
+        batch = batch.to(self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return self.model(batch).float().cpu()
+
+    def _bf16_agrees(self, input_size: tuple[int, int, int]) -> bool:
+        # bf16 changes logits a little; use it only if the ranking of a probe batch is unchanged.
+        probe = torch.randn(8, *input_size, generator=torch.Generator().manual_seed(0))
+        return bool(torch.equal(self._run(probe, False).argmax(-1), self._run(probe, True).argmax(-1)))
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._run(batch, self.bf16)
+
+
+class OnnxBackend:
+    """ONNX Runtime on the package's `model.onnx` (telemetry off)."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("the onnx backend needs onnxruntime: pip install 'imgcls[export]'") from None
+        path = Path(path)
+        if not path.is_file():
+            raise BackendError(f"{path}: no ONNX model; run `imgcls export {path.parent}` first")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+
+def _seconds_per_batch(backend: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, repeats: int = 3) -> float:
+    backend(batch)  # warm-up: first runs allocate and pick kernels
+    started = time.perf_counter()
+    for _ in range(repeats):
+        backend(batch)
+    return (time.perf_counter() - started) / repeats
+
+
+def select_backend(
+    name: str, model: torch.nn.Module, package_dir: Path, input_size: tuple[int, int, int]
+) -> TorchBackend | OnnxBackend:
+    """`torch`, `onnx`, or `auto`: time both on a small batch when the package has an ONNX model, keep the faster."""
+    if name not in BACKENDS:
+        raise BackendError(f"backend {name!r} is not one of {', '.join(BACKENDS)}")
+    if name == "torch":
+        return TorchBackend(model, input_size)
+    onnx_path = package_dir / ONNX_NAME
+    if name == "onnx":
+        return OnnxBackend(onnx_path)
+    torch_backend = TorchBackend(model, input_size)
+    if not onnx_path.is_file() or torch_backend.device.type != "cpu":
+        return torch_backend
+    try:
+        onnx_backend = OnnxBackend(onnx_path)
+    except BackendError:
+        return torch_backend
+    probe = torch.randn(8, *input_size, generator=torch.Generator().manual_seed(0))
+    if _seconds_per_batch(onnx_backend, probe) < _seconds_per_batch(torch_backend, probe):
+        return onnx_backend
+    return torch_backend
