@@ -388,6 +388,66 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model package over HTTP (FastAPI)",
+        description="POST /v1/classify (multipart files or JSON base64) → top-k labels; GET /v1/labels, /healthz; "
+        "OpenAPI docs at /docs. Concurrent requests are micro-batched. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument("model", help="model package folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    p.add_argument("--max-batch-size", type=int, default=32, help="most images per forward pass")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for others to batch with")
+    p.add_argument("--max-bytes", type=int, default=10 * 2**20, help="largest upload accepted (bytes)")
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (or set IMGCLS_API_KEY)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_bytes=args.max_bytes,
+        api_key=args.api_key or os.environ.get("IMGCLS_API_KEY") or None,
+    )
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="a web demo (Gradio): image in, top-5 out",
+        description="Launch a Gradio page for a model package, or with --space write a self-contained app folder "
+        "that runs as a Hugging Face Space or on any Gradio host.",
+    )
+    p.add_argument("model", help="model package folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, help="default: Gradio's (7860, or the next free port)")
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    p.add_argument("--space", type=Path, metavar="DIR", help="write an app folder to DIR instead of launching")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.demo import launch_demo, write_space
+
+    if args.space:
+        print(write_space(args.model, args.space))
+        return 0
+    launch_demo(args.model, host=args.host, port=args.port, share=args.share, backend=args.backend)
+    return 0
+
+
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
@@ -462,13 +522,24 @@ def cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgcls",
-        description="Image classification: check data, fine-tune, evaluate, compare, predict, export, serve.",
+        description="Image classification: check data, fine-tune, evaluate, compare, predict, export, serve, demo.",
         epilog="Quick start: imgcls train digits --model resnet18 --img-size 32 --hflip 0",
     )
     parser.add_argument("--version", action="version", version=f"imgcls {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for add in (_add_train, _add_evaluate, _add_compare, _add_predict, _add_export, _add_check, _add_models, _add_data):
+    for add in (
+        _add_train,
+        _add_evaluate,
+        _add_compare,
+        _add_predict,
+        _add_export,
+        _add_serve,
+        _add_demo,
+        _add_check,
+        _add_models,
+        _add_data,
+    ):
         add(sub)
     return parser
 
