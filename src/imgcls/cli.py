@@ -401,7 +401,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     p.add_argument("--max-batch-size", type=int, default=32, help="most images per forward pass")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for others to batch with")
-    p.add_argument("--max-bytes", type=int, default=10 * 2**20, help="largest upload accepted (bytes)")
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=10 * 2**20,
+        help="largest request body accepted, in bytes (base64 adds a third)",
+    )
+    p.add_argument("--max-images", type=int, default=64, help="most images in one request")
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (or set IMGCLS_API_KEY)")
     p.set_defaults(func=cmd_serve)
 
@@ -417,6 +423,7 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_bytes=args.max_bytes,
+        max_images_per_request=args.max_images,
         api_key=args.api_key or os.environ.get("IMGCLS_API_KEY") or None,
     )
     return 0
@@ -435,6 +442,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     p.add_argument("--space", type=Path, metavar="DIR", help="write an app folder to DIR instead of launching")
+    p.add_argument("--overwrite", action="store_true", help="with --space: replace our files in DIR (keeps .git)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -442,7 +450,7 @@ def cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from imgcls.demo import launch_demo, write_space
 
     if args.space:
-        print(write_space(args.model, args.space))
+        print(write_space(args.model, args.space, overwrite=args.overwrite))
         return 0
     launch_demo(args.model, host=args.host, port=args.port, share=args.share, backend=args.backend)
     return 0

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from imgcls.predict import Classifier
 
-__all__ = ["build_demo", "default_examples", "launch_demo", "launch_options", "write_space"]
+__all__ = ["build_demo", "card_summary", "default_examples", "launch_demo", "launch_options", "write_space"]
 
 TOP_K = 5
 MAX_EXAMPLES = 8
@@ -333,7 +333,7 @@ if __name__ == "__main__":
         HERE / "model",
         host=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         port=int(port) if port else None,
-        examples=sorted(p for p in (HERE / "examples").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
+        examples=sorted(p for p in (HERE / "examples").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS),
     )
 '''
 

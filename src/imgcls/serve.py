@@ -298,10 +298,15 @@ class MicroBatcher:
 class _Item:
     """One image of a request, before decoding."""
 
-    name: str  # for messages: the filename, or where it sits in the request (`images[2]`)
+    field: str  # the form field (`file`) or JSON path (`images[2]`) it came in
     filename: str | None = None
     data: bytes | None = None
     b64: str | None = None
+
+    @property
+    def name(self) -> str:
+        """How error messages refer to it: by filename where the client gave one."""
+        return f"file {self.filename!r}" if self.filename else self.field
 
 
 def _declared_length(request: Request, max_bytes: int) -> int | None:
@@ -373,9 +378,8 @@ async def _multipart_items(request: Request, max_bytes: int, max_images: int) ->
                         "(e.g. curl -F file=@cat.jpg)",
                         {"field": name, "expected": list(FILE_FIELDS)},
                     )
-                filename = value.filename or None
-                label = f"file {filename!r}" if filename else f"field {name!r} #{len(items) + 1}"
-                items.append(_Item(name=label, filename=filename, data=await value.read()))
+                where = f"field {name!r} (image {len(items) + 1})"
+                items.append(_Item(field=where, filename=value.filename or None, data=await value.read()))
             elif name == "top_k":
                 top_k = _check_top_k(value, "form field 'top_k'")
             elif name in FILE_FIELDS:
@@ -406,7 +410,7 @@ def _json_items(body: bytes) -> tuple[list[_Item], int | None]:
     unknown = sorted(set(payload) - {"images", "image", "top_k"})
     if unknown:
         raise ServeError(
-            400, f"unknown JSON field(s) {unknown}; expected {example} or {{'image': '<base64>'}}", {"unknown": unknown}
+            400, f'unknown JSON field(s) {unknown}; expected {example} or {{"image": "<base64>"}}', {"unknown": unknown}
         )
     if "images" in payload and "image" in payload:
         raise ServeError(400, "send either 'images' (a list) or 'image' (one base64 string), not both")
@@ -423,7 +427,7 @@ def _json_items(body: bytes) -> tuple[list[_Item], int | None]:
         if not isinstance(value, str):
             raise ServeError(400, f"{name} must be a base64 string, got {type(value).__name__}", {"field": name})
     top_k = _check_top_k(payload["top_k"], "JSON field 'top_k'") if payload.get("top_k") is not None else None
-    return [_Item(name=name, b64=value) for value, name in zip(images, names, strict=True)], top_k
+    return [_Item(field=name, b64=value) for value, name in zip(images, names, strict=True)], top_k
 
 
 def _b64decode(text: str, name: str) -> bytes:
@@ -446,7 +450,7 @@ def _decode_item(item: _Item) -> Image.Image:
     """Bytes or base64 → RGB image; runs in the decode pool."""
     data = item.data if item.data is not None else _b64decode(item.b64 or "", item.name)
     item.data = item.b64 = None  # the pixels are all we keep
-    detail = {"field": item.name, "filename": item.filename} if item.filename else {"field": item.name}
+    detail = {"field": item.field, "filename": item.filename} if item.filename else {"field": item.field}
     if not data:
         raise ServeError(400, f"{item.name} is empty (0 bytes)", detail)
     try:
@@ -533,7 +537,7 @@ def create_app(
     """Build the FastAPI app over a loaded classifier (start it with uvicorn, or use `serve`).
 
     Args:
-        clf: the classifier; only `predict_images`, `labels`, `task` and `package.config` are used.
+        clf: the classifier; only `predict_images`, `labels`, `task`, `data_config` and `package.config` are used.
         max_batch_size: most images per forward pass.
         max_wait_ms: how long the first image of a batch may wait for more to arrive. Higher gives bigger batches
             under moderate load at the cost of latency when idle.
@@ -622,7 +626,7 @@ def create_app(
                 "field 'file' (curl -F file=@cat.jpg)",
             )
         elif media_type.startswith("image/") or media_type == "application/octet-stream":
-            items, body_top_k = [_Item(name="request body", data=await _read_body(request, max_bytes))], None
+            items, body_top_k = [_Item(field="request body", data=await _read_body(request, max_bytes))], None
         else:
             raise ServeError(
                 415,
@@ -738,4 +742,8 @@ def serve(
                 print(f"imgcls serve: {name} ({n_labels} labels) at {url}/v1/classify ({auth})", flush=True)
                 print(f"imgcls serve: API docs at {url}/docs", flush=True)
 
-    Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1)).run()
+    try:
+        Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1)).run()
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully on Ctrl+C, then raises the signal again for embedders; for us it is the end.
+        print("imgcls serve: stopped", flush=True)

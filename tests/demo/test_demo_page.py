@@ -114,6 +114,27 @@ def test_import_is_cheap() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_backend_is_passed_only_where_load_takes_it(monkeypatch: pytest.MonkeyPatch, package: Path) -> None:
+    from imgcls import demo as demo_module
+
+    calls: list[dict[str, Any]] = []
+
+    def load_with_backend(ref: str | Path, *, device: str = "cpu", backend: str = "auto") -> str:
+        calls.append({"backend": backend})
+        return "loaded"
+
+    def load_without(ref: str | Path, *, device: str = "cpu") -> str:
+        calls.append({})
+        return "loaded"
+
+    monkeypatch.setattr(Classifier, "load", staticmethod(load_with_backend))
+    assert demo_module._load_classifier(package, "onnx") == "loaded" and calls[-1] == {"backend": "onnx"}
+    monkeypatch.setattr(Classifier, "load", staticmethod(load_without))
+    assert demo_module._load_classifier(package, "auto") == "loaded" and calls[-1] == {}
+    with pytest.raises(ValueError, match="backend='onnx'"):
+        demo_module._load_classifier(package, "onnx")
+
+
 # -- the live server ----------------------------------------------------------------------------------------------------
 def test_launch_options_stay_private() -> None:
     options = launch_options()

@@ -8,11 +8,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from serve_fixtures import LABELS, bomb_png, decoded, image_bytes, make_package, running_server, same_top
 
-from imgcls.serve import create_app, load_classifier
+# The server is an optional extra (`pip install 'imgcls[serve]'`); without it these tests skip rather than fail.
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fixtures import LABELS, bomb_png, decoded, image_bytes, make_package, running_server, same_top  # noqa: E402
+
+from imgcls.serve import create_app, load_classifier  # noqa: E402
 
 MAX_BYTES = 256 * 1024
 MAX_IMAGES = 8

@@ -15,12 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
-from serve_fixtures import LABELS, decoded, image_bytes, make_package, running_server, same_top
 
-from imgcls.serve import MicroBatcher, ServeError, create_app, load_classifier
+# The server is an optional extra (`pip install 'imgcls[serve]'`); without it these tests skip rather than fail.
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fixtures import LABELS, decoded, image_bytes, make_package, running_server, same_top  # noqa: E402
+
+from imgcls.serve import MicroBatcher, ServeError, create_app, load_classifier  # noqa: E402
 
 POISON_SIZE = (7, 7)
 
