@@ -45,6 +45,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.ckpt"
     )
+    g = p.add_argument_group("task")
+    g.add_argument(
+        "--task",
+        choices=["multiclass", "multilabel"],
+        default=d.task,
+        help="multilabel: a CSV with several labels per image (path,labels with ';')",
+    )
+    g.add_argument(
+        "--loss",
+        choices=["bce", "asl"],
+        default=d.loss,
+        help="multi-label loss: binary cross-entropy or asymmetric loss",
+    )
+    g.add_argument(
+        "--threshold-precision", type=float, help="multi-label: tune thresholds for this precision (default: best F1)"
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--model", default=d.model, help="timm model name, hf-hub:ORG/NAME, lenet5 or alexnet (see `imgcls models`)"

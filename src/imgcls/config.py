@@ -22,6 +22,12 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Every option of a training run. Re-running a run's `config.yaml` reproduces it."""
 
+    task: str = "multiclass"
+    """`multiclass` (one label per image) or `multilabel` (any number of labels; CSV manifest)."""
+    loss: str = "bce"
+    """Multi-label loss: `bce` (binary cross-entropy) or `asl` (asymmetric loss)."""
+    threshold_precision: float | None = None
+    """Multi-label: tune each class's threshold for this precision (default: best F1 on validation)."""
     data: str = "digits"
     """A folder of class subfolders, a CSV manifest (path,label) or a built-in dataset name."""
     model: str = "resnet18"
@@ -87,6 +93,14 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.task not in ("multiclass", "multilabel"):
+            raise ConfigError(f"task: {self.task!r} is not one of multiclass, multilabel")
+        if self.loss not in ("bce", "asl"):
+            raise ConfigError(f"loss: {self.loss!r} is not one of bce, asl")
+        if self.task == "multilabel" and (self.mixup or self.cutmix):
+            raise ConfigError("mixup/cutmix are not supported with task multilabel yet; set them to 0")
+        if self.task == "multilabel" and self.sampler == "balanced":
+            raise ConfigError("sampler balanced is for multiclass; use class_weights auto (positive-class weights)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.class_weights not in CLASS_WEIGHTS:

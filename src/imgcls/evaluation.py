@@ -50,7 +50,7 @@ def collect_predictions(
 ) -> Predictions:
     """Logits for labelled samples in one streaming pass, with a progress bar."""
     loader = DataLoader(
-        _IndexedDataset(samples, clf.transform),
+        _IndexedDataset(samples, clf.transform, num_classes=len(clf.labels)),
         batch_size=batch_size,
         num_workers=default_num_workers() if num_workers is None else num_workers,
         collate_fn=collate_skip_bad,
@@ -120,6 +120,7 @@ def evaluate_samples(
     data: str | None = None,
     ece_temperature: float | None = None,
     skipped: Sequence[str] = (),
+    thresholds: list[float] | None = None,
 ) -> dict[str, Any]:
     """Every metric for samples whose labels index `clf.labels`.
 
@@ -129,6 +130,8 @@ def evaluate_samples(
     preds = collect_predictions(clf, samples, batch_size=batch_size, num_workers=num_workers, progress=progress)
     if len(preds.paths) == 0:
         raise DataError("no readable images to evaluate" + (f" in {data}" if data else ""))
+    if clf.task == "multilabel":
+        return _evaluate_multilabel(clf, preds, out=out, data=data, skipped=skipped, thresholds=thresholds)
     probs = (preds.logits / clf.temperature).softmax(dim=-1)
     metrics = evaluation_metrics(probs, preds.targets, clf.labels)
     metrics["calibration"]["temperature"] = clf.temperature if clf.temperature != 1.0 else None
@@ -146,6 +149,61 @@ def evaluate_samples(
         write_predictions_csv(out / "predictions.csv", probs, preds.targets, preds.paths, clf.labels)
         write_metrics(out, metrics, report=report)
     return metrics
+
+
+def _evaluate_multilabel(
+    clf: Classifier,
+    preds: Predictions,
+    *,
+    out: str | Path | None,
+    data: str | None,
+    skipped: Sequence[str],
+    thresholds: list[float] | None,
+) -> dict[str, Any]:
+    """Multi-label evaluation at the package's tuned thresholds: metrics.json and predictions.csv."""
+    from imgcls.metrics import multilabel_metrics
+
+    thresholds = thresholds or clf.package.info.get("thresholds")
+    probs = preds.logits.sigmoid()
+    metrics = multilabel_metrics(probs, preds.targets, clf.labels, thresholds)
+    metrics["skipped_files"] = [*skipped, *preds.skipped]
+    metrics["model"] = {"path": str(clf.package.path), "architecture": clf.package.config.get("architecture", "")}
+    if data is not None:
+        metrics["data"] = data
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        cut = torch.tensor(metrics["thresholds"])
+        with (out / "predictions.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["path", "true_labels", "predicted_labels", *clf.labels])
+            for i, path in enumerate(preds.paths):
+                true = ";".join(lab for lab, t in zip(clf.labels, preds.targets[i].tolist(), strict=True) if t > 0.5)
+                hit = ";".join(
+                    lab for lab, p, c in zip(clf.labels, probs[i].tolist(), cut.tolist(), strict=True) if p >= c
+                )
+                writer.writerow([path, true, hit, *(f"{v:.6f}" for v in probs[i].tolist())])
+        write_metrics(out, metrics, report=False)
+    return metrics
+
+
+def load_multilabel_samples(data: str | Path, labels: list[str], split: str = "auto") -> list[Sample]:
+    """Multi-label evaluation images from a manifest: its test rows, else val, else all (or the named split)."""
+    from imgcls.data.multilabel import manifest_path, read_multilabel
+
+    names, rows = read_multilabel(data)
+    unknown = sorted(set(names) - set(labels))
+    if unknown:
+        raise DataError(
+            f"{manifest_path(data)}: label(s) {', '.join(unknown)} are not among the model's labels ({', '.join(labels)})"
+        )
+    if split == "auto":
+        split = "test" if "test" in rows else ("val" if "val" in rows else "all")
+    chosen = [r for rs in rows.values() for r in rs] if split == "all" else rows.get(split, [])
+    if not chosen:
+        raise DataError(f"{manifest_path(data)}: no rows in split {split!r}")
+    index = {name: i for i, name in enumerate(labels)}
+    return [Sample(p, tuple(index[n] for n in labs)) for p, labs in chosen]
 
 
 def write_metrics(out: Path, metrics: dict[str, Any], *, report: bool = True) -> None:
@@ -226,6 +284,20 @@ def evaluate(
     from imgcls.data.sources import load_labeled
 
     clf = model if isinstance(model, Classifier) else Classifier.load(model)
+    if clf.task == "multilabel":
+        from imgcls.data.multilabel import _check_files
+
+        samples, bad = _check_files(load_multilabel_samples(data, clf.labels, split), progress=progress)
+        return evaluate_samples(
+            clf,
+            samples,
+            out=out,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            data=str(data),
+            skipped=[b["path"] for b in bad],
+        )
     samples = load_labeled(data, clf.labels, split=split)
     samples, bad = check_samples(samples, clf.labels, progress=progress)
     before = None
@@ -249,9 +321,39 @@ def evaluate(
     )
 
 
+def print_multilabel(metrics: dict[str, Any], console: Console, *, max_classes: int = 50) -> None:
+    console.print(
+        f"[bold]mAP {metrics['map']['macro'] or 0:.4f}[/]   micro mAP {metrics['map']['micro'] or 0:.4f}   "
+        f"macro F1 {metrics['macro']['f1']:.4f}   example F1 {metrics['example_f1']:.4f}   "
+        f"Hamming loss {metrics['hamming_loss']:.4f}   subset accuracy {metrics['subset_accuracy']:.2%}   "
+        f"on {metrics['num_samples']:,} images"
+    )
+    card = metrics["label_cardinality"]
+    console.print(f"labels per image: {card['true']:.2f} true, {card['predicted']:.2f} predicted")
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("label", "AP", "precision", "recall", "F1", "threshold", "positives"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    rows = sorted(metrics["per_class"], key=lambda r: (r["ap"] if r["ap"] is not None else 2, r["label"]))
+    for r in rows[:max_classes]:
+        ap = "—" if r["ap"] is None else f"{r['ap']:.3f}"
+        table.add_row(
+            r["label"],
+            ap,
+            f"{r['precision']:.3f}",
+            f"{r['recall']:.3f}",
+            f"{r['f1']:.3f}",
+            f"{r['threshold']:.3f}",
+            str(r["support"]),
+        )
+    console.print(table)
+
+
 def print_metrics(metrics: dict[str, Any], console: Console | None = None, *, max_classes: int = 50) -> None:
     """A summary line and a per-class table, worst F1 first."""
     console = console or Console()
+    if metrics.get("task") == "multilabel":
+        print_multilabel(metrics, console, max_classes=max_classes)
+        return
     console.print(
         f"[bold]top-1 {metrics['top1']:.2%}[/]   top-5 {metrics['top5']:.2%}   "
         f"balanced accuracy {metrics['balanced_accuracy']:.2%}   macro F1 {metrics['macro']['f1']:.4f}   "

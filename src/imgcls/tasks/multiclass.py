@@ -28,6 +28,8 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_factor:
 class MulticlassTask(L.LightningModule):
     """Fine-tunes any timm-contract model on single-label data."""
 
+    monitor = "val_top1"  # what the best checkpoint and early stopping follow
+
     def __init__(
         self,
         model: nn.Module,
