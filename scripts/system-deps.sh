@@ -2,7 +2,8 @@
 # Install the Debian/Ubuntu packages imgcls needs outside Python, when they are missing:
 #   font     a CJK font, so class names such as 向日葵 render in the report's plots (not as boxes)
 #   browser  Chromium, for the tests that open report.html in a real headless browser
-# Usage: bash scripts/system-deps.sh font [browser]
+#   git-lfs  for the tests that push weights to a git remote through git-lfs
+# Usage: bash scripts/system-deps.sh font [browser] [git-lfs]
 set -euo pipefail
 want=()
 for what in "$@"; do
@@ -12,7 +13,9 @@ for what in "$@"; do
                 || compgen -G "/usr/share/fonts/opentype/noto/*CJK*" >/dev/null || want+=(fonts-wqy-microhei) ;;
         browser)
             command -v chromium >/dev/null 2>&1 || want+=(chromium) ;;
-        *) echo "system-deps.sh: unknown part '$what' (font, browser)" >&2; exit 2 ;;
+        git-lfs)
+            command -v git-lfs >/dev/null 2>&1 || want+=(git-lfs) ;;
+        *) echo "system-deps.sh: unknown part '$what' (font, browser, git-lfs)" >&2; exit 2 ;;
     esac
 done
 [ ${#want[@]} -eq 0 ] && exit 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-VERBS = ["train", "evaluate", "compare", "predict", "export", "serve", "demo", "check", "models", "data"]
+VERBS = ["train", "evaluate", "compare", "predict", "export", "serve", "demo", "push", "pull", "check", "models", "data"]
 IMGCLS = [sys.executable, "-m", "imgcls"]
 
 

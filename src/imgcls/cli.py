@@ -472,6 +472,58 @@ def cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "push",
+        help="publish a model package as a version on the Hugging Face Hub or any git remote",
+        description="Publish a model package; it is verified first and nothing is uploaded if it is broken. "
+        "hf://ORG/NAME creates the Hub repo if needed, commits and tags the version; git+URL (ModelScope, GitLab, "
+        "Gitea, a bare repo on disk) commits the package with its metrics and pushes the branch and the tag "
+        "(large files through git-lfs when installed). Prints the reference that loads what was pushed.",
+    )
+    p.add_argument("model", type=Path, help="model package folder (e.g. runs/NAME/model)")
+    p.add_argument("dest", help="hf://ORG/NAME or git+URL (https://..., git@host:org/repo.git, file:///path, /path)")
+    p.add_argument("--revision", help="version tag to create, e.g. v1.0.0 (an existing version is never moved)")
+    p.add_argument("--private", action="store_true", help="create the Hub repository private (hf:// only)")
+    p.add_argument(
+        "--token",
+        help="access token; prefer HF_TOKEN / MODELSCOPE_API_TOKEN or `hf auth login` (a flag is visible in shell history)",
+    )
+    p.add_argument("--message", help="commit subject (the metrics always go in the commit body)")
+    p.set_defaults(func=cmd_push)
+
+
+def cmd_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.hub import push
+
+    print(
+        push(
+            args.model, args.dest, revision=args.revision, private=args.private, token=args.token, message=args.message
+        )
+    )
+    return 0
+
+
+def _add_pull(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pull",
+        help="write a published model package into a folder",
+        description="Download (or take from the cache) hf://ORG/NAME[@VERSION] or git+URL[@VERSION] and write the "
+        "package into OUT; a package already in OUT is replaced, any other content is refused.",
+    )
+    p.add_argument("ref", help="hf://ORG/NAME[@VERSION] or git+URL[@VERSION]")
+    p.add_argument("out", type=Path, help="folder to write")
+    p.add_argument("--token", help="access token for a private repository (default: HF_TOKEN / MODELSCOPE_API_TOKEN)")
+    p.set_defaults(func=cmd_pull)
+
+
+def cmd_pull(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.hub import pull
+
+    print(pull(args.ref, args.out, token=args.token))
+    return 0
+
+
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
@@ -546,7 +598,8 @@ def cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgcls",
-        description="Image classification: check data, fine-tune, evaluate, compare, predict, export, serve, demo.",
+        description="Image classification: check data, fine-tune, evaluate, compare, predict, export, serve, demo, "
+        "push and pull model packages.",
         epilog="Quick start: imgcls train digits --model resnet18 --img-size 32 --hflip 0",
     )
     parser.add_argument("--version", action="version", version=f"imgcls {__version__}")
@@ -560,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_export,
         _add_serve,
         _add_demo,
+        _add_push,
+        _add_pull,
         _add_check,
         _add_models,
         _add_data,

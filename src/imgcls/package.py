@@ -171,16 +171,29 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_package(path: str | Path, *, device: str | torch.device = "cpu") -> ModelPackage:
-    """Load a package through timm's own `local-dir:` loader, exactly as plain timm would."""
+def load_package(path: str | Path, *, device: str | torch.device = "cpu", token: str | None = None) -> ModelPackage:
+    """Load a package through timm's own `local-dir:` loader, exactly as plain timm would.
+
+    Args:
+        path: a package folder, `hf://ORG/NAME[@VERSION]` or `git+URL[@VERSION]` (downloaded once, then cached).
+        device: where to put the model.
+        token: access token for a private repository.
+    """
     import imgcls.models  # noqa: F401  (registers lenet5 and alexnet with timm)
 
+    if isinstance(path, str) and path.startswith(("hf://", "git+")):
+        from imgcls.hub import resolve  # lazy: imgcls.hub imports this module
+
+        path = resolve(path, token=token)
     path = Path(path)
     config = read_config(path)
     try:
         model = timm.create_model(f"local-dir:{path.resolve()}", pretrained=True)
     except Exception as err:  # timm raises many types; name the package and keep the cause
         raise PackageError(f"{path}: weights do not load into {config['architecture']}: {err}") from err
+    if getattr(model, "num_classes", len(config["label_names"])) != len(config["label_names"]):
+        # model_args can describe another head size than label_names: a tampered or mixed-up package.
+        raise PackageError(f"{path}: the model has {model.num_classes} outputs but {len(config['label_names'])} labels")
     model.eval().to(device)
     data_cfg = resolve_data_config(model=model)
     return ModelPackage(path=path, model=model, labels=list(config["label_names"]), data_config=data_cfg, config=config)
