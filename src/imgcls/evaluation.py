@@ -131,7 +131,9 @@ def evaluate_samples(
     if len(preds.paths) == 0:
         raise DataError("no readable images to evaluate" + (f" in {data}" if data else ""))
     if clf.task == "multilabel":
-        return _evaluate_multilabel(clf, preds, out=out, data=data, skipped=skipped, thresholds=thresholds)
+        return _evaluate_multilabel(
+            clf, preds, out=out, data=data, skipped=skipped, thresholds=thresholds, report=report
+        )
     probs = (preds.logits / clf.temperature).softmax(dim=-1)
     metrics = evaluation_metrics(probs, preds.targets, clf.labels)
     metrics["calibration"]["temperature"] = clf.temperature if clf.temperature != 1.0 else None
@@ -159,6 +161,7 @@ def _evaluate_multilabel(
     data: str | None,
     skipped: Sequence[str],
     thresholds: list[float] | None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Multi-label evaluation at the package's tuned thresholds: metrics.json and predictions.csv."""
     from imgcls.metrics import multilabel_metrics
@@ -183,7 +186,7 @@ def _evaluate_multilabel(
                     lab for lab, p, c in zip(clf.labels, probs[i].tolist(), cut.tolist(), strict=True) if p >= c
                 )
                 writer.writerow([path, true, hit, *(f"{v:.6f}" for v in probs[i].tolist())])
-        write_metrics(out, metrics, report=False)
+        write_metrics(out, metrics, report=report)
     return metrics
 
 
@@ -208,7 +211,15 @@ def load_multilabel_samples(data: str | Path, labels: list[str], split: str = "a
 
 def write_metrics(out: Path, metrics: dict[str, Any], *, report: bool = True) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
-    if report:
+    if report and metrics.get("task") == "multilabel":
+        from imgcls.report_multilabel import write_multilabel_report
+
+        write_multilabel_report(
+            out,
+            metrics,
+            title=f"imgcls evaluation: {Path(metrics.get('model', {}).get('path', '')).parent.name or 'model'}",
+        )
+    elif report:
         from imgcls.report import write_report
 
         write_report(

@@ -101,5 +101,8 @@ def test_multilabel_training_tunes_thresholds_and_evaluates(tmp_path: Path) -> N
     with (result.run_dir / "eval" / "predictions.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == metrics["num_samples"] and rows[0]["true_labels"]
-    again = evaluate(result.package_dir, data, progress=False, num_workers=0)
+    page = (result.run_dir / "eval" / "report.html").read_text(encoding="utf-8")
+    assert "Subset accuracy" in page and "data:image/png;base64," in page
+    assert (result.run_dir / "eval" / "pr_curves.png").stat().st_size > 10_000
+    again = evaluate(result.package_dir, data, progress=False, num_workers=0, out=tmp_path / "again")
     assert again["map"]["macro"] == pytest.approx(metrics["map"]["macro"], abs=1e-6)
