@@ -61,6 +61,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--threshold-precision", type=float, help="multi-label: tune thresholds for this precision (default: best F1)"
     )
+    g = p.add_argument_group("distillation")
+    g.add_argument(
+        "--teacher", help="teacher: a model package (folder, hf://, git+) or timm model with the same classes"
+    )
+    g.add_argument(
+        "--distill", choices=["soft", "hard"], default=d.distill, help="soft: KL at --tau; hard: the teacher's argmax"
+    )
+    g.add_argument("--alpha", type=float, default=d.alpha, help="weight of the teacher term (labels get 1 - alpha)")
+    g.add_argument("--tau", type=float, default=d.tau, help="temperature of soft distillation")
     g = p.add_argument_group("model")
     g.add_argument(
         "--model", default=d.model, help="timm model name, hf-hub:ORG/NAME, lenet5 or alexnet (see `imgcls models`)"

@@ -28,6 +28,14 @@ class TrainConfig:
     """Multi-label loss: `bce` (binary cross-entropy) or `asl` (asymmetric loss)."""
     threshold_precision: float | None = None
     """Multi-label: tune each class's threshold for this precision (default: best F1 on validation)."""
+    teacher: str | None = None
+    """Distil from this teacher: a model package (folder, hf://, git+) or a timm model name with the same classes."""
+    distill: str = "soft"
+    """Distillation: `soft` (KL at temperature tau) or `hard` (the teacher's argmax)."""
+    alpha: float = 0.5
+    """Weight of the teacher's term in the loss (the labels get 1 - alpha)."""
+    tau: float = 3.0
+    """Temperature of soft distillation."""
     data: str = "digits"
     """A folder of class subfolders, a CSV manifest (path,label) or a built-in dataset name."""
     model: str = "resnet18"
@@ -101,6 +109,14 @@ class TrainConfig:
             raise ConfigError("mixup/cutmix are not supported with task multilabel yet; set them to 0")
         if self.task == "multilabel" and self.sampler == "balanced":
             raise ConfigError("sampler balanced is for multiclass; use class_weights auto (positive-class weights)")
+        if self.distill not in ("soft", "hard"):
+            raise ConfigError(f"distill: {self.distill!r} is not one of soft, hard")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha: {self.alpha} must be between 0 and 1")
+        if self.tau <= 0:
+            raise ConfigError(f"tau: {self.tau} must be positive")
+        if self.teacher and self.task == "multilabel":
+            raise ConfigError("teacher: distillation is for multiclass tasks")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.class_weights not in CLASS_WEIGHTS:

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from rich.console import Console
 
-from imgcls.config import TrainConfig
+from imgcls.config import ConfigError, TrainConfig
 from imgcls.data.check import check_splits
 from imgcls.data.datamodule import ImageDataModule, class_counts
 from imgcls.data.multilabel import check_multilabel, discover_multilabel
@@ -28,6 +28,7 @@ from imgcls.data.sources import discover
 from imgcls.models import create_model, data_config
 from imgcls.package import save_package, set_package_info
 from imgcls.tasks import MulticlassTask, MultilabelTask
+from imgcls.tasks.distill import DistillTask, TeacherAdapter
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -106,6 +107,41 @@ def merge_metrics(run_dir: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return out
+
+
+def load_teacher(ref: str, labels: list[str], student_cfg: dict[str, Any]) -> TeacherAdapter:
+    """A frozen teacher over the student's classes: a model package (its labels are matched by name) or a timm model."""
+    from imgcls.package import load_package
+
+    is_package = ref.startswith(("hf://", "git+")) or Path(ref).is_dir()
+    if is_package:
+        package = load_package(ref)
+        teacher, teacher_cfg = package.model, package.data_config
+        if sorted(package.labels) != sorted(labels):
+            missing = sorted(set(labels) - set(package.labels))
+            extra = sorted(set(package.labels) - set(labels))
+            raise ConfigError(
+                f"teacher {ref}: its labels differ from the data's (missing: {', '.join(missing) or '-'}; "
+                f"extra: {', '.join(extra) or '-'}); a teacher must know exactly the student's classes"
+            )
+        if package.labels != labels:  # same classes, other order: permute the teacher's outputs
+            order = torch.tensor([package.labels.index(name) for name in labels])
+            teacher = _Reordered(teacher, order)
+    else:
+        teacher = create_model(ref, len(labels), pretrained=True)
+        teacher_cfg = data_config(teacher)
+    console.print(f"distilling from teacher {ref}")
+    return TeacherAdapter(teacher, student_cfg, teacher_cfg)
+
+
+class _Reordered(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, order: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("order", order, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, self.order]
 
 
 def _multiclass_task(
@@ -224,6 +260,18 @@ def train(
     if multilabel:
         pos_weight = _pos_weight(splits, len(labels)) if config.class_weights == "auto" else None
         task: MulticlassTask = MultilabelTask(model, len(labels), loss=config.loss, pos_weight=pos_weight, **common)
+    elif config.teacher:
+        task = DistillTask(
+            model,
+            len(labels),
+            teacher=load_teacher(config.teacher, labels, data_cfg),
+            mode=config.distill,
+            alpha=config.alpha,
+            tau=config.tau,
+            mixup=config.mixup,
+            cutmix=config.cutmix,
+            **common,
+        )
     else:
         task = _multiclass_task(model, config, splits, common)
     datamodule = ImageDataModule(
@@ -297,6 +345,7 @@ def train(
                 if config.pretrained
                 else (f"weights file {Path(config.weights).name}" if config.weights else "random initialisation")
             ),
+            "teacher": config.teacher,
             "train_images": len(splits.train),
             "val_images": len(splits.val),
             "epochs": config.epochs,
