@@ -12,7 +12,20 @@ from pathlib import Path
 
 import pytest
 
-VERBS = ["train", "evaluate", "compare", "predict", "export", "serve", "demo", "push", "pull", "check", "models", "data"]
+VERBS = [
+    "train",
+    "evaluate",
+    "compare",
+    "predict",
+    "export",
+    "serve",
+    "demo",
+    "push",
+    "pull",
+    "check",
+    "models",
+    "data",
+]
 IMGCLS = [sys.executable, "-m", "imgcls"]
 
 
