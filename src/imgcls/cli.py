@@ -70,6 +70,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--alpha", type=float, default=d.alpha, help="weight of the teacher term (labels get 1 - alpha)")
     g.add_argument("--tau", type=float, default=d.tau, help="temperature of soft distillation")
+    g = p.add_argument_group("pseudo-labels")
+    g.add_argument(
+        "--unlabeled", help="folder of unlabelled images to learn from (teacher: --teacher, else the model itself)"
+    )
+    g.add_argument(
+        "--pseudo-threshold", type=float, default=d.pseudo_threshold, help="least confidence of a pseudo-label"
+    )
+    g.add_argument(
+        "--pseudo-share", type=float, default=d.pseudo_share, help="most pseudo-labelled images per labelled one"
+    )
+    g.add_argument(
+        "--pseudo-start", type=int, default=d.pseudo_start, help="self-training: first epoch whose end relabels"
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--model", default=d.model, help="timm model name, hf-hub:ORG/NAME, lenet5 or alexnet (see `imgcls models`)"

@@ -36,6 +36,14 @@ class TrainConfig:
     """Weight of the teacher's term in the loss (the labels get 1 - alpha)."""
     tau: float = 3.0
     """Temperature of soft distillation."""
+    unlabeled: str | None = None
+    """A folder of unlabelled images to learn from through pseudo-labels."""
+    pseudo_threshold: float = 0.9
+    """Only pseudo-labels with at least this confidence join training."""
+    pseudo_share: float = 1.0
+    """At most this many pseudo-labelled images per labelled training image (the most confident kept)."""
+    pseudo_start: int = 1
+    """Self-training (no teacher): relabel at the end of each epoch from this many epochs on."""
     data: str = "digits"
     """A folder of class subfolders, a CSV manifest (path,label) or a built-in dataset name."""
     model: str = "resnet18"
@@ -117,6 +125,12 @@ class TrainConfig:
             raise ConfigError(f"tau: {self.tau} must be positive")
         if self.teacher and self.task == "multilabel":
             raise ConfigError("teacher: distillation is for multiclass tasks")
+        if self.unlabeled and self.task == "multilabel":
+            raise ConfigError("unlabeled: pseudo-labels are for multiclass tasks")
+        if not 0.0 < self.pseudo_threshold <= 1.0:
+            raise ConfigError(f"pseudo_threshold: {self.pseudo_threshold} must be in (0, 1]")
+        if self.pseudo_share < 0:
+            raise ConfigError(f"pseudo_share: {self.pseudo_share} must be >= 0")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.class_weights not in CLASS_WEIGHTS:

@@ -109,6 +109,46 @@ def merge_metrics(run_dir: Path) -> Path:
     return out
 
 
+def _setup_pseudo_labels(
+    config: TrainConfig, splits: Any, datamodule: ImageDataModule, task: MulticlassTask, data_cfg: dict[str, Any]
+) -> list[Callback]:
+    """Fixed teacher: label the unlabelled images once now. No teacher: self-training through a callback."""
+    import math
+
+    from imgcls.pseudo import SelfTraining, pseudo_label, unlabeled_images
+
+    files = unlabeled_images(config.unlabeled)
+    limit = int(config.pseudo_share * len(splits.train))
+    # The LR schedule spans the largest epoch: labelled images plus every pseudo-label allowed.
+    task.steps_per_epoch = math.ceil((len(splits.train) + min(limit, len(files))) / config.batch_size)
+    if config.teacher:
+        teacher = (
+            task.teacher if isinstance(task, DistillTask) else load_teacher(config.teacher, splits.classes, data_cfg)
+        )
+        samples, counts = pseudo_label(
+            teacher, files, datamodule.eval_transform(), threshold=config.pseudo_threshold, limit=limit
+        )
+        datamodule.extra_train = samples
+        per_class = ", ".join(f"{splits.classes[c]} {n}" for c, n in sorted(counts.items()))
+        console.print(
+            f"teacher pseudo-labelled {len(samples)} of {len(files)} unlabelled images "
+            f"(score >= {config.pseudo_threshold}): {per_class or 'none'}"
+        )
+        return []
+    console.print(f"self-training on {len(files)} unlabelled images from epoch {config.pseudo_start}")
+    return [
+        SelfTraining(
+            files,
+            datamodule,
+            threshold=config.pseudo_threshold,
+            share=config.pseudo_share,
+            start=config.pseudo_start,
+            classes=splits.classes,
+            report=console.print,
+        )
+    ]
+
+
 def load_teacher(ref: str, labels: list[str], student_cfg: dict[str, Any]) -> TeacherAdapter:
     """A frozen teacher over the student's classes: a model package (its labels are matched by name) or a timm model."""
     from imgcls.package import load_package
@@ -285,6 +325,10 @@ def train(
         balanced=config.sampler == "balanced",
     )
 
+    pseudo_callbacks: list[Callback] = []
+    if config.unlabeled:
+        pseudo_callbacks = _setup_pseudo_labels(config, splits, datamodule, task, data_cfg)
+
     has_val = bool(splits.val)
     ckpt_dir = run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
@@ -296,7 +340,7 @@ def train(
         save_last=True,
         enable_version_counter=False,
     )
-    all_callbacks: list[Callback] = [checkpoint, *(callbacks or [])]
+    all_callbacks: list[Callback] = [checkpoint, *pseudo_callbacks, *(callbacks or [])]
     if config.patience is not None and has_val:
         all_callbacks.append(EarlyStopping(monitor=task.monitor, mode="max", patience=config.patience))
     if config.progress:
@@ -317,6 +361,8 @@ def train(
         num_sanity_val_steps=0,
         limit_val_batches=None if has_val else 0,
         limit_train_batches=config.limit_train_batches,
+        # Pseudo-labels change the training set between epochs.
+        reload_dataloaders_every_n_epochs=1 if config.unlabeled else 0,
     )
     console.print(
         f"training [bold]{config.model}[/] on {len(splits.train):,} images ({len(labels)} classes), "

@@ -145,6 +145,7 @@ class ImageDataModule(L.LightningDataModule):
         self.hflip = hflip
         self.crop_scale = crop_scale
         self.balanced = balanced
+        self.extra_train: list[Sample] = []  # pseudo-labelled images, replaced between epochs
 
     def _loader(self, samples: Sequence[Sample], transform: Callable, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
@@ -158,8 +159,11 @@ class ImageDataModule(L.LightningDataModule):
             drop_last=False,
         )
 
+    def eval_transform(self) -> Callable:
+        return eval_transform(self.data_cfg)
+
     def train_dataloader(self) -> DataLoader:
-        samples = self.splits.train
+        samples = [*self.splits.train, *self.extra_train]
         weights = None
         if self.balanced:
             counts = class_counts(samples, len(self.splits.classes))

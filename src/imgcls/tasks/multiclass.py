@@ -45,6 +45,7 @@ class MulticlassTask(L.LightningModule):
         freeze_epochs: int = 0,
         channels_last: bool = False,
         seed: int = 0,
+        steps_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -55,6 +56,8 @@ class MulticlassTask(L.LightningModule):
         self.freeze_epochs = freeze_epochs
         self.channels_last = channels_last
         self.seed = seed
+        # Set when epochs can grow (pseudo-labels join later): the schedule then spans the largest epoch.
+        self.steps_per_epoch = steps_per_epoch
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.mixup = None
         if mixup > 0 or cutmix > 0:
@@ -143,8 +146,12 @@ class MulticlassTask(L.LightningModule):
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.lr,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        if self.steps_per_epoch:
+            steps_per_epoch = self.steps_per_epoch
+            total = steps_per_epoch * max(1, self.trainer.max_epochs or 1)
+        else:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warmup = int(round(self.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup, total_steps=total)
