@@ -69,7 +69,8 @@ def main() -> None:
                 flush=True,
             )
     cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor()
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        platform.processor(),
     )
     print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
 

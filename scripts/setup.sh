@@ -15,6 +15,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e '.[all,dev]'
+    "$VENV/bin/python" -m pip install --quiet -e '.[all,dev,bench]'
     touch "$STAMP"
 fi

@@ -7,6 +7,8 @@ import os
 # Before huggingface_hub is imported: a hub lookup must fail in 0.1 s instead of retrying for ~46 s.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("IMGCLS_HOME", os.path.join(os.path.dirname(__file__), ".cache-imgcls"))
+# The auto backend remembers its choice; tests keep that memory out of the user's cache.
+os.environ.setdefault("IMGCLS_CACHE_DIR", os.path.join(os.path.dirname(__file__), ".cache-imgcls", "cache"))
 
 from pathlib import Path  # noqa: E402
 

@@ -304,15 +304,19 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="top-k labels for images",
         description="Top-k labels for image files, folders or glob patterns. Unreadable files get a per-file error; the rest still get predictions.",
     )
-    p.add_argument("model", help="model package folder (e.g. runs/NAME/model)")
+    p.add_argument(
+        "model", help="model package folder (e.g. runs/NAME/model), hf://ORG/NAME@VERSION or git+URL@VERSION"
+    )
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     p.add_argument("--out", type=Path, help="write to this file instead of standard output")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, help="decode processes (default: one per core; 0 = decode in this process)")
     p.add_argument(
         "--backend", choices=["auto", "torch", "onnx"], default="auto", help="onnx needs `imgcls export` first"
     )
+    p.add_argument("--token", help="access token for a private hf:// or git+ model")
     p.set_defaults(func=cmd_predict)
 
 
@@ -328,7 +332,7 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
-    clf = Classifier.load(args.model, backend=args.backend)
+    clf = Classifier.load(args.model, backend=args.backend, token=args.token)
     files = expand_inputs(args.images)
     if not files:
         parser.error("no images found in " + " ".join(args.images))
@@ -349,7 +353,7 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         for i in range(1, args.top_k + 1):
             header += [f"label_{i}", f"score_{i}"]
         writer.writerow(header + ["error"])
-    for pred in clf.predict_iter(files, top_k=args.top_k, batch_size=args.batch_size):
+    for pred in clf.predict_iter(files, top_k=args.top_k, batch_size=args.batch_size, workers=args.workers):
         if pred.error is not None:
             failed += 1
             err.print(f"[red]error[/] {pred.error}", highlight=False)

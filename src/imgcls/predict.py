@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import glob
+import itertools
+import multiprocessing
+import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +19,12 @@ from PIL import Image
 
 from imgcls.backends import select_backend
 from imgcls.data.images import IMAGE_EXTENSIONS, ImageLoadError, array_to_image, load_image, to_rgb
-from imgcls.data.transforms import eval_transform
+from imgcls.data.transforms import EvalPreprocess, eval_transform
 from imgcls.package import ModelPackage, load_package
 
 ImageInput = str | Path | Image.Image | np.ndarray
+# A decoded batch: uint8 pixels of the good inputs (or their tensors, off the fast path) + {index: error}.
+_Decoded = tuple[np.ndarray | list[torch.Tensor] | None, list[int], dict[int, str]]
 
 
 @dataclass
@@ -49,6 +55,37 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def _name(item: ImageInput) -> str:
+    return str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__}>"
+
+
+def _decode_files(paths: list[str], pre: EvalPreprocess) -> _Decoded:
+    """Decode, resize and crop image files to uint8 pixels; runs in a worker process (Pillow and NumPy only)."""
+    pixels, good, errors = [], [], {}
+    for i, path in enumerate(paths):
+        try:
+            pixels.append(pre.pixels(load_image(path, draft=pre.draft_size)))
+            good.append(i)
+        except ImageLoadError as err:
+            errors[i] = str(err)
+        except Exception as err:  # an odd file must cost only its own prediction
+            errors[i] = f"{path}: {err}"
+    return (np.stack(pixels) if pixels else None), good, errors
+
+
+def _decode_pool(workers: int) -> Executor:
+    # fork: the workers start in milliseconds and need nothing but Pillow; they never touch torch's threads.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def _chunks(items: Iterable[ImageInput], size: int) -> Iterator[list[ImageInput]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, max(1, size))):
+        yield chunk
+
+
 class Classifier:
     """A trained image classifier.
 
@@ -65,20 +102,28 @@ class Classifier:
         self.data_config = package.data_config
         self.device = torch.device(device)
         self.transform = eval_transform(self.data_config)
+        # The same pixels as `transform`, split so decoding can run in worker processes (None: unusual config).
+        self.preprocess = EvalPreprocess.from_config(self.data_config)
         self.backend = select_backend(backend, self.model, Path(package.path), tuple(self.data_config["input_size"]))
         # Fitted by `imgcls evaluate --calibrate`; dividing the logits by it calibrates every score.
         self.temperature = package.temperature
+        # Multi-label packages carry one decision threshold per class, tuned on validation images.
+        thresholds = package.info.get("thresholds") if package.task == "multilabel" else None
+        self.thresholds = torch.tensor(thresholds or [0.5] * len(self.labels)) if package.task == "multilabel" else None
 
     @classmethod
-    def load(cls, ref: str | Path, *, device: str | torch.device = "cpu", backend: str = "auto") -> Classifier:
-        """Load a model package folder (e.g. `runs/NAME/model`).
+    def load(
+        cls, ref: str | Path, *, device: str | torch.device = "cpu", backend: str = "auto", token: str | None = None
+    ) -> Classifier:
+        """Load a model package: a folder, `hf://ORG/NAME[@VERSION]` or `git+URL[@VERSION]` (fetched once, cached).
 
         Args:
-            ref: the package folder.
+            ref: the package folder or hub reference.
             device: where the torch backend runs (`cpu`, `cuda`).
             backend: `torch`, `onnx` (needs `imgcls export` first) or `auto` (the faster of the two here).
+            token: access token for a private repository (default: HF_TOKEN / MODELSCOPE_API_TOKEN / login).
         """
-        return cls(load_package(ref, device=device), device=device, backend=backend)
+        return cls(load_package(ref, device=device, token=token), device=device, backend=backend)
 
     @property
     def task(self) -> str:
@@ -104,19 +149,43 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Raw logits for already-decoded RGB images, shape (N, num_classes)."""
+        if self.preprocess is not None:
+            return self.forward(self.preprocess(list(images)))
         return self.forward(torch.stack([self.transform(img) for img in images]))
 
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores from logits: a sigmoid per class (multi-label), else softmax at the calibration temperature."""
+        if self.thresholds is not None:
+            return logits.sigmoid()
+        return (logits / self.temperature).softmax(dim=-1)
+
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Class probabilities: softmax over the logits, divided by the calibration temperature if any."""
-        return (self.logits(images) / self.temperature).softmax(dim=-1)
+        """Class scores for decoded images (softmax, or one sigmoid per class for multi-label models)."""
+        return self.scores(self.logits(images))
 
     def _top(self, probs: torch.Tensor, top_k: int) -> list[list[dict[str, Any]]]:
+        if self.thresholds is not None:
+            return self._multilabel(probs, top_k)
         k = min(top_k, probs.shape[-1])
         scores, indices = probs.topk(k, dim=-1)
         return [
             [{"label": self.labels[i], "score": float(s)} for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True)]
             for row_s, row_i in zip(scores, indices, strict=True)
         ]
+
+    def _multilabel(self, probs: torch.Tensor, top_k: int) -> list[list[dict[str, Any]]]:
+        """Every label at or above its threshold (`positive: true`), then the next best up to top_k to inspect."""
+        out = []
+        for row in probs:
+            order = row.argsort(descending=True).tolist()
+            positive = [i for i in order if row[i] >= self.thresholds[i]]
+            shown = positive + [i for i in order if i not in positive][: max(0, top_k - len(positive))]
+            out.append([{"label": self.labels[i], "score": float(row[i]), "positive": i in positive} for i in shown])
+        return out
+
+    def positive_labels(self, images: Sequence[Image.Image]) -> list[list[str]]:
+        """Multi-label: the labels each image has (scores at or above their thresholds)."""
+        return [[t["label"] for t in top if t.get("positive")] for top in self.predict_images(images, top_k=0)]
 
     def predict_images(self, images: Sequence[Image.Image], *, top_k: int = 5) -> list[list[dict[str, Any]]]:
         """Top-k for already-decoded RGB images, one forward pass (the building block of serve and demo)."""
@@ -125,46 +194,76 @@ class Classifier:
         return self._top(self.probabilities(images), top_k)
 
     def predict_iter(
-        self, inputs: Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 32, workers: int = 2
+        self, inputs: Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 32, workers: int | None = None
     ) -> Iterator[Prediction]:
         """Predict a stream of inputs in batches, yielding one `Prediction` per input in order.
 
-        An input that cannot be read gets a `Prediction` with `error` set; the rest go on.
+        Files are decoded, resized and cropped in `workers` processes (default: one per core) while the model
+        runs on the batch before, with JPEG draft decoding; a single batch, and in-memory images, are decoded
+        here. An input that cannot be read gets a `Prediction` with `error` set; the rest go on.
         """
+        workers = max(1, os.cpu_count() or 1) if workers is None else max(0, workers)
+        batches = _chunks(inputs, batch_size)
+        first = next(batches, None)
+        if first is None:
+            return
+        second = next(batches, None)
+        use_pool = second is not None and workers > 0 and self.preprocess is not None
+        batches = itertools.chain([first], [] if second is None else [second], batches)
+        pool: Executor = _decode_pool(workers) if use_pool else ThreadPoolExecutor(max_workers=1)
+        in_flight: deque[tuple[list[ImageInput], Future[_Decoded]]] = deque()
+        try:
+            with pool:
+                for batch in batches:
+                    in_flight.append((batch, self._submit(pool, batch, use_pool)))
+                    # Keep the workers a batch or two ahead of the model, and no more (flat memory).
+                    if len(in_flight) > (workers if use_pool else 0):
+                        yield from self._finish(*in_flight.popleft(), top_k)
+                while in_flight:
+                    yield from self._finish(*in_flight.popleft(), top_k)
+        finally:
+            for _, future in in_flight:
+                future.cancel()
 
-        def decode(item: ImageInput) -> Image.Image | ImageLoadError | TypeError | ValueError:
+    def _submit(self, pool: Executor, batch: list[ImageInput], use_pool: bool) -> Future[_Decoded]:
+        if use_pool and all(isinstance(item, (str, Path)) for item in batch):
+            return pool.submit(_decode_files, [str(item) for item in batch], self.preprocess)
+        future: Future[_Decoded] = Future()
+        future.set_result(self._decode_here(batch))
+        return future
+
+    def _decode_here(self, batch: list[ImageInput]) -> _Decoded:
+        pixels, good, errors = [], [], {}
+        for i, item in enumerate(batch):
             try:
-                return self._to_image(item)
-            except (ImageLoadError, TypeError, ValueError) as err:
-                return err
-
-        def name(item: ImageInput) -> str:
-            return str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__}>"
-
-        pending: list[ImageInput] = []
-
-        def flush() -> Iterator[Prediction]:
-            decoded = list(pool.map(decode, pending))
-            good = [(i, img) for i, img in enumerate(decoded) if isinstance(img, Image.Image)]
-            tops = self._top(self.probabilities([img for _, img in good]), top_k) if good else []
-            by_index = {i: top for (i, _), top in zip(good, tops, strict=True)}
-            for i, item in enumerate(pending):
-                if i in by_index:
-                    yield Prediction(name(item), top=by_index[i])
+                if self.preprocess is None:
+                    pixels.append(self.transform(self._to_image(item)))
+                elif isinstance(item, (str, Path)):
+                    pixels.append(self.preprocess.pixels(load_image(item, draft=self.preprocess.draft_size)))
                 else:
-                    err = decoded[i]
-                    yield Prediction(
-                        name(item), error=str(err) if isinstance(err, ImageLoadError) else f"{name(item)}: {err}"
-                    )
-            pending.clear()
+                    pixels.append(self.preprocess.pixels(self._to_image(item)))
+                good.append(i)
+            except ImageLoadError as err:
+                errors[i] = str(err)
+            except (TypeError, ValueError) as err:
+                errors[i] = f"{_name(item)}: {err}"
+        if self.preprocess is None or not pixels:
+            return (pixels or None), good, errors
+        return np.stack(pixels), good, errors
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for item in inputs:
-                pending.append(item)
-                if len(pending) >= batch_size:
-                    yield from flush()
-            if pending:
-                yield from flush()
+    @torch.inference_mode()
+    def _finish(self, batch: list[ImageInput], future: Future[_Decoded], top_k: int) -> Iterator[Prediction]:
+        pixels, good, errors = future.result()
+        tops: dict[int, list[dict[str, Any]]] = {}
+        if pixels is not None:
+            tensor = self.preprocess.normalize(pixels) if isinstance(pixels, np.ndarray) else torch.stack(pixels)
+            probs = self.scores(self.forward(tensor))
+            tops = dict(zip(good, self._top(probs, top_k), strict=True))
+        for i, item in enumerate(batch):
+            if i in tops:
+                yield Prediction(_name(item), top=tops[i])
+            else:
+                yield Prediction(_name(item), error=errors[i])
 
     def __call__(
         self, inputs: ImageInput | Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 32

@@ -104,5 +104,18 @@ def test_multilabel_training_tunes_thresholds_and_evaluates(tmp_path: Path) -> N
     page = (result.run_dir / "eval" / "report.html").read_text(encoding="utf-8")
     assert "Subset accuracy" in page and "data:image/png;base64," in page
     assert (result.run_dir / "eval" / "pr_curves.png").stat().st_size > 10_000
+    from imgcls import Classifier
+
+    clf = Classifier.load(result.package_dir, backend="torch")
+    image = data / rows[0]["path"] if not Path(rows[0]["path"]).is_absolute() else Path(rows[0]["path"])
+    top = clf(image, top_k=3)
+    positives = [t for t in top if t["positive"]]
+    # Every label at or above its threshold is returned and marked; the rest fill up to top_k for inspection.
+    assert all(t["score"] >= thresholds[clf.labels.index(t["label"])] for t in positives)
+    assert all(t["score"] < thresholds[clf.labels.index(t["label"])] for t in top if not t["positive"])
+    assert len(top) == max(3, len(positives))
+    from PIL import Image
+
+    assert clf.positive_labels([Image.open(image).convert("RGB")]) == [[t["label"] for t in positives]]
     again = evaluate(result.package_dir, data, progress=False, num_workers=0, out=tmp_path / "again")
     assert again["map"]["macro"] == pytest.approx(metrics["map"]["macro"], abs=1e-6)

@@ -1,0 +1,64 @@
+"""Each benchmark script runs end to end in a tiny mode and writes its JSON, so the scripts never rot.
+
+Not timings: the numbers come from the full runs (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+TINY = "test_resnet"  # a timm test model: ~50k parameters, 160 px
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="needs scikit-image (bench extra)")
+
+
+def run(script: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    env = {**os.environ, "IMGCLS_BENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{script}.py"), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["machine"]["cores"] >= 1
+    return result
+
+
+def test_predict_script(tmp_path: Path) -> None:
+    skip = [] if importlib.util.find_spec("transformers") else ["transformers"]
+    result = run(
+        "predict", tmp_path, "--models", TINY, "--images", "8", "--backends", "torch", "auto",
+        "--skip", "cli", *skip,
+    )  # fmt: skip
+    row = result["rows"][0]
+    assert row["images"] == 8
+    assert row["imgcls:auto"]["img_s"] > 0 and 0 <= row["imgcls:auto"]["top1_agree"] <= 1
+    assert row["ceiling"]["img_s"] > 0
+
+
+def test_startup_script(tmp_path: Path) -> None:
+    rows = run("startup", tmp_path, "--model", TINY, "--repeats", "1")["rows"]
+    assert {r["command"] for r in rows} >= {"imgcls --help", "imgcls predict (1 image, auto)"}
+
+
+def test_serve_script(tmp_path: Path) -> None:
+    result = run("serve", tmp_path, "--model", TINY, "--clients", "1", "4", "--requests", "8", "--images", "8")
+    assert [r["clients"] for r in result["rows"]] == [1, 4]
+    assert all(r["errors"] == 0 for r in result["rows"])
+
+
+def test_train_script(tmp_path: Path) -> None:
+    rows = run("train", tmp_path, "--models", TINY, "--images", "16", "--size", "32", "--batch-size", "8")["rows"]
+    assert rows[0]["timm_loop_img_s"] > 0 and rows[0]["imgcls_img_s"] > 0
