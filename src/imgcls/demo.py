@@ -232,7 +232,8 @@ def build_demo(
         except (ValueError, OSError) as err:
             raise gr.Error(f"Cannot read this image: {err}") from None
         top = clf.predict_images([rgb], top_k=k)[0]
-        return {item["label"]: item["score"] for item in top}
+        # Multi-label: every label at or above its threshold is one the image has; mark those.
+        return {(f"{item['label']} ✓" if item.get("positive") else item["label"]): item["score"] for item in top}
 
     return gr.Interface(
         fn=classify,
@@ -244,7 +245,10 @@ def build_demo(
             height=320,
             elem_id=INPUT_ID,
         ),
-        outputs=gr.Label(num_top_classes=k, label=f"Top {k}"),
+        outputs=gr.Label(
+            num_top_classes=max(k, len(clf.labels)) if clf.task == "multilabel" else k,
+            label="Labels (✓ = present)" if clf.task == "multilabel" else f"Top {k}",
+        ),
         examples=[[str(Path(p))] for p in examples] or None,
         # Cached examples would run the model at start-up and write into the working directory.
         cache_examples=False,

@@ -80,6 +80,8 @@ class ServeError(Exception):
 class Score(BaseModel):
     label: str
     score: float
+    # Multi-label models only: whether the score reaches the label's threshold (the image has the label).
+    positive: bool | None = None
 
 
 class ImagePrediction(BaseModel):
