@@ -16,7 +16,8 @@ rm -rf "$RUN"
 imgcls train "$DATA" --model resnet18 --img-size 32 --crop-pct 1.0 --hflip 0 --crop-scale 0.5 \
     --epochs 15 --batch-size 32 --lr 2e-3 --name quickstart
 imgcls evaluate "$RUN/model" "$DATA" --split test --out "$RUN/eval"
-imgcls predict "$RUN/model" "$DATA/test/3" "$DATA/test/7" --top-k 3 --format table | head -n 12
+threes=("$DATA"/test/3/*.png); sevens=("$DATA"/test/7/*.png)
+imgcls predict "$RUN/model" "${threes[@]:0:4}" "${sevens[@]:0:4}" --top-k 3
 cat <<MSG
 
 Quick start finished.
