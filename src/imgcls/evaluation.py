@@ -15,18 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from imgcls.data.datamodule import ImageDataset, collate_skip_bad, default_num_workers
+from imgcls.data.datamodule import IndexedDataset, collate_skip_bad, default_num_workers
 from imgcls.data.sources import DataError, Sample
 from imgcls.metrics import calibration, evaluation_metrics
 from imgcls.predict import Classifier
-
-
-class _IndexedDataset(ImageDataset):
-    """Also returns the index, so files that fail to load can be told apart from the rest."""
-
-    def __getitem__(self, index: int):  # type: ignore[override]
-        item = super().__getitem__(index)
-        return None if item is None else (item[0], item[1], index)
 
 
 @dataclass
@@ -50,7 +42,7 @@ def collect_predictions(
 ) -> Predictions:
     """Logits for labelled samples in one streaming pass, with a progress bar."""
     loader = DataLoader(
-        _IndexedDataset(samples, clf.transform, num_classes=len(clf.labels)),
+        IndexedDataset(samples, clf.transform, num_classes=len(clf.labels)),
         batch_size=batch_size,
         num_workers=default_num_workers() if num_workers is None else num_workers,
         collate_fn=collate_skip_bad,
@@ -134,23 +126,30 @@ def evaluate_samples(
         return _evaluate_multilabel(
             clf, preds, out=out, data=data, skipped=skipped, thresholds=thresholds, report=report
         )
-    probs = (preds.logits / clf.temperature).softmax(dim=-1)
+    probs = clf.scores(preds.logits)
     metrics = evaluation_metrics(probs, preds.targets, clf.labels)
     metrics["calibration"]["temperature"] = clf.temperature if clf.temperature != 1.0 else None
     if ece_temperature is not None:  # the ECE before calibration, on the same predictions
         before = calibration((preds.logits / ece_temperature).softmax(dim=-1), preds.targets)
         metrics["calibration"]["ece_before"] = before["ece"]
     metrics["mistakes"] = most_confident_mistakes(probs, preds.targets, preds.paths, clf.labels, limit=mistakes)
-    metrics["skipped_files"] = [*skipped, *preds.skipped]
-    metrics["model"] = {"path": str(clf.package.path), "architecture": clf.package.config.get("architecture", "")}
-    if data is not None:
-        metrics["data"] = data
+    _describe(metrics, clf, preds, skipped, data)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_predictions_csv(out / "predictions.csv", probs, preds.targets, preds.paths, clf.labels)
         write_metrics(out, metrics, report=report)
     return metrics
+
+
+def _describe(
+    metrics: dict[str, Any], clf: Classifier, preds: Predictions, skipped: Sequence[str], data: str | None
+) -> None:
+    """What every metrics.json says besides the numbers: the files left out, the model and the data."""
+    metrics["skipped_files"] = [*skipped, *preds.skipped]
+    metrics["model"] = {"path": str(clf.package.path), "architecture": clf.package.config.get("architecture", "")}
+    if data is not None:
+        metrics["data"] = data
 
 
 def _evaluate_multilabel(
@@ -167,12 +166,9 @@ def _evaluate_multilabel(
     from imgcls.metrics import multilabel_metrics
 
     thresholds = thresholds or clf.package.info.get("thresholds")
-    probs = preds.logits.sigmoid()
+    probs = clf.scores(preds.logits)
     metrics = multilabel_metrics(probs, preds.targets, clf.labels, thresholds)
-    metrics["skipped_files"] = [*skipped, *preds.skipped]
-    metrics["model"] = {"path": str(clf.package.path), "architecture": clf.package.config.get("architecture", "")}
-    if data is not None:
-        metrics["data"] = data
+    _describe(metrics, clf, preds, skipped, data)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -296,9 +292,9 @@ def evaluate(
 
     clf = model if isinstance(model, Classifier) else Classifier.load(model)
     if clf.task == "multilabel":
-        from imgcls.data.multilabel import _check_files
+        from imgcls.data.multilabel import check_files
 
-        samples, bad = _check_files(load_multilabel_samples(data, clf.labels, split), progress=progress)
+        samples, bad = check_files(load_multilabel_samples(data, clf.labels, split), progress=progress)
         return evaluate_samples(
             clf,
             samples,

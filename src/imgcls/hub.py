@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from imgcls.card import model_card, model_name
-from imgcls.package import CARD_NAME, CONFIG_NAME, PackageError, load_package, read_config
+from imgcls.package import CARD_NAME, CONFIG_NAME, PackageError, load_package, read_config, replace_dir
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -660,14 +660,7 @@ def pull(ref: str | Path, out_dir: str | Path, *, token: str | None = None) -> P
     try:
         for file in _package_files(source):
             shutil.copyfile(file, tmp / file.name)  # follows the Hub cache's symlinks into its blobs
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

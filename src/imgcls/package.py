@@ -66,6 +66,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the finished folder `new` at `target` by renames, so `target` is never half-written."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)
+    _fsync_dir(target.parent)
+
+
 def save_package(
     model: torch.nn.Module,
     out_dir: str | Path,
@@ -110,15 +123,7 @@ def save_package(
         for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
             with open(tmp / name, "rb+") as f:
                 os.fsync(f.fileno())
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-        _fsync_dir(out_dir.parent)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

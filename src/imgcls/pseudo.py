@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from imgcls.data.datamodule import ImageDataset, collate_skip_bad
+from imgcls.data.datamodule import IndexedDataset, collate_skip_bad
 from imgcls.data.images import IMAGE_EXTENSIONS
 from imgcls.data.sources import DataError, Sample
 
@@ -52,7 +52,7 @@ def pseudo_label(
     Returns:
         The pseudo-labelled samples and how many were kept per class index.
     """
-    dataset = _Indexed([Sample(p, 0) for p in files], transform)
+    dataset = IndexedDataset([Sample(p, 0) for p in files], transform)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_bad)
     scores, labels, index = [], [], []
     for batch in loader:
@@ -71,12 +71,6 @@ def pseudo_label(
     keep = keep[score[keep].argsort(descending=True)][:limit]
     samples = [Sample(files[int(idx[i])], int(label[i])) for i in sorted(keep.tolist(), key=lambda i: int(idx[i]))]
     return samples, dict(Counter(s.label for s in samples))
-
-
-class _Indexed(ImageDataset):
-    def __getitem__(self, index: int):  # type: ignore[override]
-        item = super().__getitem__(index)
-        return None if item is None else (item[0], item[1], index)
 
 
 class SelfTraining(L.Callback):

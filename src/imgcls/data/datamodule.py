@@ -75,6 +75,14 @@ class ImageDataset(Dataset):
         return self.transform(image), sample.label
 
 
+class IndexedDataset(ImageDataset):
+    """Also returns each sample's index, so files that fail to load can be told apart from the rest."""
+
+    def __getitem__(self, index: int):  # type: ignore[override]
+        item = super().__getitem__(index)
+        return None if item is None else (item[0], item[1], index)
+
+
 def collate_skip_bad(batch: list[Any]) -> Any:
     """Collate, leaving out samples that failed to load; None when the whole batch failed."""
     batch = [item for item in batch if item is not None]

@@ -163,7 +163,7 @@ def check_multilabel(splits: DataSplits, *, progress: bool = True) -> tuple[Data
     kept: dict[str, list[Sample]] = {}
     bad: list[dict[str, str]] = []
     for name, samples in splits.splits().items():
-        good, failed = _check_files(samples, progress=progress)
+        good, failed = check_files(samples, progress=progress)
         kept[name] = good
         bad += [{**b, "split": name} for b in failed]
     clean = replace(splits, train=kept.get("train", []), val=kept.get("val", []), test=kept.get("test", []))
@@ -185,7 +185,7 @@ def check_multilabel(splits: DataSplits, *, progress: bool = True) -> tuple[Data
     return clean, report
 
 
-def _check_files(samples: list[Sample], *, progress: bool) -> tuple[list[Sample], list[dict[str, str]]]:
+def check_files(samples: list[Sample], *, progress: bool) -> tuple[list[Sample], list[dict[str, str]]]:
     """Run the single-label file check on multi-label samples (it only needs the paths)."""
     from imgcls.data.check import check_samples
 

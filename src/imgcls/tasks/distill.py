@@ -150,10 +150,7 @@ class DistillTask(MulticlassTask):
         )
         logits = (student[0] + student[1]) / 2 if isinstance(student, tuple) else student
         n = images.shape[0]
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train_acc", (logits.argmax(-1) == labels).float().mean(), prog_bar=True, on_epoch=True, batch_size=n)
+        self._log_step(loss, (logits.argmax(-1) == labels).float().mean(), n)
         agree = (logits.argmax(-1) == teacher.argmax(-1)).float().mean()
         self.log("teacher_agreement", agree, on_step=False, on_epoch=True, batch_size=n)
-        if self._last_step_seconds > 0:
-            self.log("img_s", n / self._last_step_seconds, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         return loss

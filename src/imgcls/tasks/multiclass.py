@@ -110,14 +110,15 @@ class MulticlassTask(L.LightningModule):
             images, targets = self.mixup(images, labels)
         logits = self(images)
         loss = self._loss(logits, targets)
-        acc = (logits.argmax(dim=-1) == labels).float().mean()
-        elapsed = self._last_step_seconds
-        n = images.shape[0]
+        self._log_step(loss, (logits.argmax(dim=-1) == labels).float().mean(), images.shape[0])
+        return loss
+
+    def _log_step(self, loss: torch.Tensor, acc: torch.Tensor, n: int) -> None:
+        """What the progress bar shows for every task: loss, accuracy and images/s."""
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         self.log("train_acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
-        if elapsed > 0:
-            self.log("img_s", n / elapsed, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
-        return loss
+        if self._last_step_seconds > 0:
+            self.log("img_s", n / self._last_step_seconds, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
 
     # -- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -53,14 +53,8 @@ class MultilabelTask(MulticlassTask):
         images, targets = batch
         logits = self(images)
         loss = self._loss(logits, targets)
-        n = images.shape[0]
-        elapsed = self._last_step_seconds
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         # Share of (image, label) decisions right at 0.5: a readable number while training.
-        acc = ((logits.detach() > 0) == (targets > 0.5)).float().mean()
-        self.log("train_acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
-        if elapsed > 0:
-            self.log("img_s", n / elapsed, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        self._log_step(loss, ((logits.detach() > 0) == (targets > 0.5)).float().mean(), images.shape[0])
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
