@@ -121,7 +121,8 @@ def prepare_ceiling(package: Path, files: list[Path]) -> dict[str, tuple[Any, di
     from imgcls.predict import Classifier
 
     clf = Classifier(load_package(package), backend="torch")
-    batches = list(torch.cat([clf.preprocess([clf._to_image(f) for f in files])]).split(BATCH))
+    # a channels_last view, as the decode workers hand batches to the model
+    batches = list(torch.from_numpy(clf.preprocess([clf._to_image(f) for f in files])).split(BATCH))
     pkg = load_package(package)
     modes: dict[str, Any] = {"fp32": TorchBackend(pkg.model, clf.data_config["input_size"], fast=False)}
     fast = TorchBackend(load_package(package).model, clf.data_config["input_size"])

@@ -57,6 +57,28 @@ def test_onnx_export_matches_pytorch_and_is_recorded(package: tuple[Path, Path])
     assert auto(images[0])[0]["label"] == a[0][0]["label"]
 
 
+def test_onnx_prediction_never_imports_torch(package: tuple[Path, Path]) -> None:
+    # The start-up of a one-image `imgcls predict` is mostly importing torch and timm; with an exported model the
+    # ONNX path must need neither (benchmarks/startup.py times it).
+    path, data = package
+    export_onnx(path)
+    image = sorted(data.rglob("*.png"))[0]
+    script = (
+        "import json, sys\n"
+        "from imgcls.cli import main\n"
+        f"rc = main(['predict', {str(path)!r}, {str(image)!r}, '--backend', 'onnx', '--format', 'jsonl'])\n"
+        "heavy = [m for m in ('torch', 'timm', 'torchvision', 'lightning') if m in sys.modules]\n"
+        "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    prediction, status = (json.loads(line) for line in proc.stdout.strip().splitlines())
+    assert status == {"rc": 0, "heavy": []}
+    expected = Classifier.load(path, backend="torch")(image)
+    assert [t["label"] for t in prediction["predictions"]] == [t["label"] for t in expected]
+    assert [t["score"] for t in prediction["predictions"]] == pytest.approx([t["score"] for t in expected], abs=1e-4)
+
+
 def test_onnx_backend_without_export_is_a_clear_error(package: tuple[Path, Path]) -> None:
     path, _ = package
     with pytest.raises(BackendError, match="imgcls export"):

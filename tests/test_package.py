@@ -111,3 +111,28 @@ def test_classifier_accepts_paths_pil_images_and_arrays(timm_package: Path, tmp_
     batch = clf([path, Image.open(path), pixels], top_k=2)
     assert len(batch) == 3 and all(len(top) == 2 for top in batch)
     assert batch[0][0]["score"] == pytest.approx(from_path[0]["score"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("arch", "size", "crop_pct", "interpolation"),
+    [("resnet10t", 32, 1.0, None), ("lenet5", 32, None, None), ("vit_tiny_patch16_224", None, 0.9, "bicubic")],
+)
+def test_data_config_without_timm_equals_timms(
+    tmp_path: Path, arch: str, size: int | None, crop_pct: float | None, interpolation: str | None
+) -> None:
+    # The package's preprocessing is read from config.json alone (so ONNX predictions skip torch and timm); it
+    # must be what timm resolves from the model it builds from the same package.
+    from timm.data import resolve_data_config as timm_resolve
+
+    from imgcls.models import create_model, data_config
+    from imgcls.package import load_package, save_package
+
+    model = create_model(arch, 3)
+    kwargs = {"interpolation": interpolation} if interpolation else {}
+    cfg = data_config(model, input_size=size, crop_pct=crop_pct, **kwargs)
+    path = save_package(model.eval(), tmp_path / "pkg", labels=["a", "b", "c"], data_config=cfg)
+    package = load_package(path, lazy=True)
+    assert package._model is None  # nothing built yet
+    ours = package.data_config
+    theirs = timm_resolve(model=package.model)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in theirs.items()} == ours

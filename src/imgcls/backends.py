@@ -1,6 +1,8 @@
 """Inference backends behind `Classifier`: PyTorch (with the fast CPU modes where they are safe) and ONNX Runtime.
 
-Both take a preprocessed float32 batch (N, C, H, W) and return float32 logits (N, num_classes).
+Both take a preprocessed float32 batch (N, C, H, W), a numpy array or a tensor, and return float32 logits
+(N, num_classes): a tensor from PyTorch, and from ONNX Runtime the kind it was given. torch is imported only by
+the PyTorch backend, so an ONNX prediction starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -11,20 +13,26 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from imgcls.errors import BackendError
+
+if TYPE_CHECKING:
+    import torch
+
+    from imgcls.package import ModelPackage
+
+Batch = Any  # np.ndarray or torch.Tensor, (N, C, H, W) float32
 ONNX_NAME = "model.onnx"
 BACKENDS = ("auto", "torch", "onnx")
 
 
-class BackendError(RuntimeError):
-    """A backend that cannot run here; the message says what to install or export."""
-
-
 def native_bf16() -> bool:
     """True where the CPU runs bf16 matrix maths natively (AVX-512-BF16 or AMX); elsewhere it is emulated and slow."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -32,6 +40,8 @@ def native_bf16() -> bool:
 
 
 def _has_conv(model: torch.nn.Module) -> bool:
+    import torch
+
     return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
@@ -41,6 +51,8 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, input_size: tuple[int, int, int], *, fast: bool = True) -> None:
+        import torch
+
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.channels_last = fast and _has_conv(model)
@@ -50,20 +62,26 @@ class TorchBackend:
         if fast and (self.device.type == "cuda" or native_bf16()):
             self.bf16 = self._bf16_agrees(input_size)
 
-    @torch.inference_mode()
-    def _run(self, batch: torch.Tensor, bf16: bool) -> torch.Tensor:
-        batch = batch.to(self.device)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return self.model(batch).float().cpu()
+    def _run(self, batch: Batch, bf16: bool) -> torch.Tensor:
+        import torch
+
+        if isinstance(batch, np.ndarray):
+            batch = torch.from_numpy(batch)
+        with torch.inference_mode():
+            batch = batch.to(self.device)
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                return self.model(batch).float().cpu()
 
     def _bf16_agrees(self, input_size: tuple[int, int, int]) -> bool:
+        import torch
+
         # bf16 changes logits a little; use it only if the ranking of a probe batch is unchanged.
         probe = torch.randn(8, *input_size, generator=torch.Generator().manual_seed(0))
         return bool(torch.equal(self._run(probe, False).argmax(-1), self._run(probe, True).argmax(-1)))
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: Batch) -> torch.Tensor:
         return self._run(batch, self.bf16)
 
 
@@ -92,12 +110,16 @@ class OnnxBackend:
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: Batch) -> Batch:
+        if isinstance(batch, np.ndarray):
+            return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        import torch
+
         array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
 
 
-def _seconds_per_batch(backend: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, repeats: int = 3) -> float:
+def _seconds_per_batch(backend: Callable[[Batch], Batch], batch: Batch, repeats: int = 3) -> float:
     backend(batch)  # warm-up: first runs allocate and pick kernels
     times = []
     for _ in range(repeats):
@@ -107,34 +129,36 @@ def _seconds_per_batch(backend: Callable[[torch.Tensor], torch.Tensor], batch: t
     return min(times)  # the least disturbed run: on a shared machine the mean follows the neighbours' load
 
 
-def select_backend(
-    name: str, model: torch.nn.Module, package_dir: Path, input_size: tuple[int, int, int]
-) -> TorchBackend | OnnxBackend:
-    """`torch`, `onnx`, or `auto`: time both on a small batch when the package has an ONNX model, keep the faster."""
+def select_backend(name: str, package: ModelPackage, *, device: str = "cpu") -> TorchBackend | OnnxBackend:
+    """`torch`, `onnx`, or `auto`: time both on a small batch when the package has an ONNX model, keep the faster.
+
+    Only the PyTorch backend touches `package.model`, so an ONNX choice never builds the network.
+    """
     if name not in BACKENDS:
         raise BackendError(f"backend {name!r} is not one of {', '.join(BACKENDS)}")
+    input_size = tuple(package.data_config["input_size"])
     if name == "torch":
-        return TorchBackend(model, input_size)
-    onnx_path = package_dir / ONNX_NAME
+        return TorchBackend(package.model, input_size)
+    onnx_path = Path(package.path) / ONNX_NAME
     if name == "onnx":
         return OnnxBackend(onnx_path)
-    if not onnx_path.is_file() or next(model.parameters()).device.type != "cpu":
-        return TorchBackend(model, input_size)
+    if not onnx_path.is_file() or not str(device).startswith("cpu"):
+        return TorchBackend(package.model, input_size)
     key = _choice_key(onnx_path, input_size)
     cached = _read_choices().get(key)
     if cached == "onnx":
         try:
             return OnnxBackend(onnx_path)
         except BackendError:
-            return TorchBackend(model, input_size)
-    torch_backend = TorchBackend(model, input_size)
+            return TorchBackend(package.model, input_size)
+    torch_backend = TorchBackend(package.model, input_size)
     if cached == "torch":
         return torch_backend
     try:
         onnx_backend = OnnxBackend(onnx_path)
     except BackendError:
         return torch_backend
-    probe = torch.randn(8, *input_size, generator=torch.Generator().manual_seed(0))
+    probe = np.random.default_rng(0).standard_normal((8, *input_size), dtype=np.float32)
     best = (
         onnx_backend
         if _seconds_per_batch(onnx_backend, probe) < _seconds_per_batch(torch_backend, probe)
@@ -157,7 +181,10 @@ def _choices_path() -> Path:
 def _choice_key(onnx_path: Path, input_size: tuple[int, int, int]) -> str:
     stat = onnx_path.stat()
     cpu = platform.processor() or platform.machine()
-    return f"{onnx_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tuple(input_size)}|{cpu}|{os.cpu_count()}|{torch.get_num_threads()}"
+    threads = os.environ.get("OMP_NUM_THREADS", "")  # both backends size their thread pools by it
+    return (
+        f"{onnx_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tuple(input_size)}|{cpu}|{os.cpu_count()}|{threads}"
+    )
 
 
 def _read_choices() -> dict[str, str]:

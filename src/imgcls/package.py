@@ -10,16 +10,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import timm
-import torch
-from timm.data import resolve_data_config
+from typing import TYPE_CHECKING, Any
 
 from imgcls import __version__
 from imgcls.card import model_card
+from imgcls.errors import PackageError
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -27,19 +26,30 @@ CARD_NAME = "README.md"
 DATA_KEYS = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation")
 
 
-class PackageError(ValueError):
-    """A model package that cannot be used; the message names the folder and what is missing."""
-
-
-@dataclass
 class ModelPackage:
-    """A loaded model package."""
+    """A loaded model package. The network is built on first use of `model`: an ONNX-only prediction never needs
+    it, and building it means importing torch and timm (seconds)."""
 
-    path: Path
-    model: torch.nn.Module
-    labels: list[str]
-    data_config: dict[str, Any]
-    config: dict[str, Any]
+    def __init__(
+        self,
+        path: Path,
+        config: dict[str, Any],
+        *,
+        model: torch.nn.Module | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.path = path
+        self.config = config
+        self.labels: list[str] = list(config["label_names"])
+        self.data_config: dict[str, Any] = resolve_data_config(config["pretrained_cfg"])
+        self.device = device
+        self._model = model
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = _build_model(self.path, self.config, self.device)
+        return self._model
 
     @property
     def task(self) -> str:
@@ -176,22 +186,33 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_package(path: str | Path, *, device: str | torch.device = "cpu", token: str | None = None) -> ModelPackage:
+def load_package(
+    path: str | Path, *, device: str | torch.device = "cpu", token: str | None = None, lazy: bool = False
+) -> ModelPackage:
     """Load a package through timm's own `local-dir:` loader, exactly as plain timm would.
 
     Args:
         path: a package folder, `hf://ORG/NAME[@VERSION]` or `git+URL[@VERSION]` (downloaded once, then cached).
         device: where to put the model.
         token: access token for a private repository.
+        lazy: build the network on first use of `.model` (its errors surface then) instead of now.
     """
-    import imgcls.models  # noqa: F401  (registers lenet5 and alexnet with timm)
-
     if isinstance(path, str) and path.startswith(("hf://", "git+")):
         from imgcls.hub import resolve  # lazy: imgcls.hub imports this module
 
         path = resolve(path, token=token)
     path = Path(path)
-    config = read_config(path)
+    package = ModelPackage(path, read_config(path), device=device)
+    if not lazy:
+        package.model  # noqa: B018  (build now: a broken package fails here, not at the first prediction)
+    return package
+
+
+def _build_model(path: Path, config: dict[str, Any], device: str | torch.device) -> torch.nn.Module:
+    import timm
+
+    import imgcls.models  # noqa: F401  (registers lenet5 and alexnet with timm)
+
     try:
         model = timm.create_model(f"local-dir:{path.resolve()}", pretrained=True)
     except Exception as err:  # timm raises many types; name the package and keep the cause
@@ -199,6 +220,25 @@ def load_package(path: str | Path, *, device: str | torch.device = "cpu", token:
     if getattr(model, "num_classes", len(config["label_names"])) != len(config["label_names"]):
         # model_args can describe another head size than label_names: a tampered or mixed-up package.
         raise PackageError(f"{path}: the model has {model.num_classes} outputs but {len(config['label_names'])} labels")
-    model.eval().to(device)
-    data_cfg = resolve_data_config(model=model)
-    return ModelPackage(path=path, model=model, labels=list(config["label_names"]), data_config=data_cfg, config=config)
+    return model.eval().to(device)
+
+
+# timm's defaults when a pretrained config leaves a field out (timm.data.constants).
+_DEFAULT_DATA = {
+    "input_size": (3, 224, 224),
+    "interpolation": "bicubic",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+}
+
+
+def resolve_data_config(pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The eval preprocessing a package asks for: what `timm.data.resolve_data_config(model=...)` gives for the
+    model timm builds from it, read from `config.json` alone (no torch, no timm)."""
+    out = {}
+    for key, default in _DEFAULT_DATA.items():
+        value = pretrained_cfg.get(key)
+        out[key] = tuple(value) if isinstance(value, list) else (value or default)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import itertools
 import multiprocessing
@@ -11,20 +12,25 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from imgcls.backends import select_backend
 from imgcls.data.images import IMAGE_EXTENSIONS, ImageLoadError, array_to_image, load_image, to_rgb
-from imgcls.data.transforms import EvalPreprocess, eval_transform
+from imgcls.data.preprocess import EvalPreprocess
 from imgcls.package import ModelPackage, load_package
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported only where a tensor is really needed (the PyTorch backend, tensor inputs, `logits`): with an
+# ONNX model, `imgcls predict` never pays the seconds torch and timm take to import.
 
 ImageInput = str | Path | Image.Image | np.ndarray
 # A decoded batch: uint8 pixels of the good inputs (or their tensors, off the fast path) + {index: error}.
-_Decoded = tuple[np.ndarray | list[torch.Tensor] | None, list[int], dict[int, str]]
+_Decoded = tuple[np.ndarray | list[Any] | None, list[int], dict[int, str]]
 
 
 @dataclass
@@ -97,19 +103,33 @@ class Classifier:
 
     def __init__(self, package: ModelPackage, *, device: str | torch.device = "cpu", backend: str = "auto") -> None:
         self.package = package
-        self.model = package.model
         self.labels = package.labels
         self.data_config = package.data_config
-        self.device = torch.device(device)
-        self.transform = eval_transform(self.data_config)
+        self.device = device
         # The same pixels as `transform`, split so decoding can run in worker processes (None: unusual config).
         self.preprocess = EvalPreprocess.from_config(self.data_config)
-        self.backend = select_backend(backend, self.model, Path(package.path), tuple(self.data_config["input_size"]))
+        self.backend = select_backend(backend, package, device=str(device))
         # Fitted by `imgcls evaluate --calibrate`; dividing the logits by it calibrates every score.
         self.temperature = package.temperature
         # Multi-label packages carry one decision threshold per class, tuned on validation images.
         thresholds = package.info.get("thresholds") if package.task == "multilabel" else None
-        self.thresholds = torch.tensor(thresholds or [0.5] * len(self.labels)) if package.task == "multilabel" else None
+        self.thresholds = (
+            np.asarray(thresholds or [0.5] * len(self.labels), dtype=np.float32)
+            if package.task == "multilabel"
+            else None
+        )
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The PyTorch network (built on first use when the ONNX backend runs the predictions)."""
+        return self.package.model
+
+    @functools.cached_property
+    def transform(self) -> Any:
+        """timm's eval transform (PIL image → normalised tensor) from the package's preprocessing."""
+        from imgcls.data.transforms import eval_transform
+
+        return eval_transform(self.data_config)
 
     @classmethod
     def load(
@@ -123,7 +143,8 @@ class Classifier:
             backend: `torch`, `onnx` (needs `imgcls export` first) or `auto` (the faster of the two here).
             token: access token for a private repository (default: HF_TOKEN / MODELSCOPE_API_TOKEN / login).
         """
-        return cls(load_package(ref, device=device, token=token), device=device, backend=backend)
+        # lazy: with the ONNX backend the PyTorch network is never built (nor torch and timm imported)
+        return cls(load_package(ref, device=device, token=token, lazy=True), device=device, backend=backend)
 
     @property
     def task(self) -> str:
@@ -137,47 +158,67 @@ class Classifier:
             return to_rgb(item)
         if isinstance(item, np.ndarray):
             return array_to_image(item)
-        if isinstance(item, torch.Tensor):
+        if type(item).__module__.startswith("torch") and hasattr(item, "detach"):  # a tensor, without importing torch
             return array_to_image(item.detach().cpu().numpy())
         raise TypeError(f"cannot classify a {type(item).__name__}; pass a path, a PIL image or a numpy array")
 
     # -- inference ------------------------------------------------------------------------------
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes, float32, on the CPU) for a preprocessed batch, through the chosen backend."""
+    def forward(self, batch: Any) -> Any:
+        """Logits (N, num_classes, float32, on the CPU) for a preprocessed batch, through the chosen backend.
+
+        A tensor in gives a tensor out; a numpy batch gives numpy from ONNX Runtime and a tensor from PyTorch.
+        """
         return self.backend(batch)
 
-    @torch.inference_mode()
-    def logits(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Raw logits for already-decoded RGB images, shape (N, num_classes)."""
+    def _batch(self, images: Sequence[Image.Image]) -> Any:
         if self.preprocess is not None:
-            return self.forward(self.preprocess(list(images)))
-        return self.forward(torch.stack([self.transform(img) for img in images]))
+            return self.preprocess(list(images))
+        import torch
 
-    def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Scores from logits: a sigmoid per class (multi-label), else softmax at the calibration temperature."""
+        return torch.stack([self.transform(img) for img in images])
+
+    def logits(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Raw logits for already-decoded RGB images, a tensor of shape (N, num_classes)."""
+        import torch
+
+        out = self.forward(self._batch(images))
+        return torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+
+    def scores(self, logits: Any) -> Any:
+        """Scores from logits (tensor or numpy, the same kind back): a sigmoid per class (multi-label), else
+        softmax at the calibration temperature."""
+        if isinstance(logits, np.ndarray):
+            logits = logits.astype(np.float32, copy=False)
+            if self.thresholds is not None:
+                return 1.0 / (1.0 + np.exp(-logits))
+            z = logits / np.float32(self.temperature)
+            z = np.exp(z - z.max(axis=-1, keepdims=True))
+            return z / z.sum(axis=-1, keepdims=True)
         if self.thresholds is not None:
             return logits.sigmoid()
         return (logits / self.temperature).softmax(dim=-1)
 
-    def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def probabilities(self, images: Sequence[Image.Image]) -> Any:
         """Class scores for decoded images (softmax, or one sigmoid per class for multi-label models)."""
-        return self.scores(self.logits(images))
+        return self.scores(self.forward(self._batch(images)))
 
-    def _top(self, probs: torch.Tensor, top_k: int) -> list[list[dict[str, Any]]]:
+    def _top(self, probs: Any, top_k: int) -> list[list[dict[str, Any]]]:
+        probs = probs if isinstance(probs, np.ndarray) else probs.detach().cpu().numpy()
         if self.thresholds is not None:
             return self._multilabel(probs, top_k)
         k = min(top_k, probs.shape[-1])
-        scores, indices = probs.topk(k, dim=-1)
+        # a stable sort of the negated scores: equal scores keep the label order
+        indices = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
         return [
-            [{"label": self.labels[i], "score": float(s)} for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True)]
-            for row_s, row_i in zip(scores, indices, strict=True)
+            [{"label": self.labels[i], "score": float(row[i])} for i in row_i.tolist()]
+            for row, row_i in zip(probs, indices, strict=True)
         ]
 
-    def _multilabel(self, probs: torch.Tensor, top_k: int) -> list[list[dict[str, Any]]]:
+    def _multilabel(self, probs: np.ndarray, top_k: int) -> list[list[dict[str, Any]]]:
         """Every label at or above its threshold (`positive: true`), then the next best up to top_k to inspect."""
         out = []
         for row in probs:
-            order = row.argsort(descending=True).tolist()
+            order = np.argsort(-row, kind="stable").tolist()
             positive = [i for i in order if row[i] >= self.thresholds[i]]
             shown = positive + [i for i in order if i not in positive][: max(0, top_k - len(positive))]
             out.append([{"label": self.labels[i], "score": float(row[i]), "positive": i in positive} for i in shown])
@@ -251,13 +292,17 @@ class Classifier:
             return (pixels or None), good, errors
         return np.stack(pixels), good, errors
 
-    @torch.inference_mode()
     def _finish(self, batch: list[ImageInput], future: Future[_Decoded], top_k: int) -> Iterator[Prediction]:
         pixels, good, errors = future.result()
         tops: dict[int, list[dict[str, Any]]] = {}
         if pixels is not None:
-            tensor = self.preprocess.normalize(pixels) if isinstance(pixels, np.ndarray) else torch.stack(pixels)
-            probs = self.scores(self.forward(tensor))
+            if isinstance(pixels, np.ndarray):
+                inputs = self.preprocess.normalize(pixels)
+            else:  # timm's transform made tensors: torch is loaded already
+                import torch
+
+                inputs = torch.stack(pixels)
+            probs = self.scores(self.forward(inputs))
             tops = dict(zip(good, self._top(probs, top_k), strict=True))
         for i, item in enumerate(batch):
             if i in tops:

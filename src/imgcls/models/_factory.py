@@ -18,6 +18,8 @@ from timm.models import (
 )
 from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
 
+from imgcls.errors import WeightsError
+
 __all__ = ["WeightsError", "create_model", "list_models"]
 
 _logger = logging.getLogger(__name__)
@@ -27,10 +29,6 @@ _FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pth")
 # Read with torch.load(weights_only=True): tensors and plain containers only, never arbitrary objects.
 _PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".pth.tar", ".ckpt")
 _MAX_LISTED_KEYS = 5
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights could not be loaded; the message names the model or file and the fix."""
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
