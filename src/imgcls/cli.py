@@ -317,7 +317,62 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--backend", choices=["auto", "torch", "onnx"], default="auto", help="onnx needs `imgcls export` first"
     )
     p.add_argument("--token", help="access token for a private hf:// or git+ model")
+    g = p.add_argument_group(
+        "at scale (--out NAME.parquet)",
+        "A .parquet --out is a folder of Parquet parts: a rerun after a crash predicts only what is missing, "
+        "and several processes can share the work. IMAGES may then also be shard manifests or .tar shards "
+        "(paths or fsspec URLs).",
+    )
+    g.add_argument("--part-size", type=int, default=4096, help="rows per part file (the most a crash can cost)")
+    g.add_argument("--num-shards", type=int, help="split the work into this many shares (default: $WORLD_SIZE, else 1)")
+    g.add_argument("--shard-index", type=int, help="the share this process does (default: $RANK, else 0)")
+    g.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda:$LOCAL_RANK when a GPU is there, else cpu)")
     p.set_defaults(func=cmd_predict)
+
+
+def _predict_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def cmd_predict_parquet(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+
+    from imgcls.batch_predict import predict_to_parquet
+    from imgcls.predict import Classifier
+
+    if args.format != "table":
+        parser.error("--format does not apply to a .parquet --out (Parquet holds every column)")
+    if args.num_shards is None and args.shard_index is not None:
+        parser.error("--shard-index needs --num-shards")
+    clf = Classifier.load(args.model, backend=args.backend, token=args.token, device=_predict_device(args.device))
+    try:
+        result = predict_to_parquet(
+            clf,
+            args.images,
+            args.out,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            part_size=args.part_size,
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
+        )
+    except ValueError as err:
+        print(f"imgcls predict: error: {err}", file=sys.stderr)
+        return 2
+    share = f" (share {result.shard_index + 1} of {result.num_shards})" if result.num_shards > 1 else ""
+    Console(stderr=True).print(
+        f"{result.predicted:,} image(s) predicted{share} in {result.seconds:.1f} s, {result.failed:,} unreadable; "
+        f"{result.done_before:,} were already done; {result.parts_written} part(s) written to {result.out}",
+        highlight=False,
+    )
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -332,6 +387,8 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
+    if args.out is not None and args.out.suffix == ".parquet":
+        return cmd_predict_parquet(args, parser)
     clf = Classifier.load(args.model, backend=args.backend, token=args.token)
     files = expand_inputs(args.images)
     if not files:
@@ -579,6 +636,40 @@ def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _add_shard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shard",
+        help="write a dataset as WebDataset tar shards with a manifest, for streaming at scale",
+        description="Check DATA and write OUT/{train,val,test}-NNNNNN.tar (images stay encoded, shuffled across "
+        "shards) and OUT/manifest.json (classes, per-split shards with image counts). `imgcls train` and "
+        "`imgcls evaluate` take the manifest (path or fsspec URL) as DATA and stream the shards.",
+    )
+    p.add_argument("data", help="folder of class subfolders, dataset root, CSV manifest or built-in name")
+    p.add_argument("out", type=Path, help="folder to write (must not hold a manifest already)")
+    p.add_argument("--shard-size", default="1GB", help="largest shard, e.g. 1GB, 500MB, 64KiB")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share held out when DATA has no val split")
+    p.add_argument("--seed", type=int, default=0, help="seeds the validation split and the order in the shards")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_shard)
+
+
+def cmd_shard(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.data.shards import parse_size, write_shards
+
+    try:
+        size = parse_size(args.shard_size)
+    except ValueError as err:
+        parser.error(str(err))
+    manifest = write_shards(
+        args.data, args.out, shard_size=size, val_fraction=args.val_fraction, seed=args.seed, progress=args.progress
+    )
+    for name, split in manifest["splits"].items():
+        total = sum(s["bytes"] for s in split["shards"])
+        print(f"{name}: {split['count']:,} images in {len(split['shards'])} shard(s), {total / 1e6:,.1f} MB")
+    print(f"manifest: {args.out / 'manifest.json'}")
+    return 0
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list model names (timm's plus lenet5 and alexnet)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*' or '*vit*'")
@@ -642,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_push,
         _add_pull,
         _add_check,
+        _add_shard,
         _add_models,
         _add_data,
     ):
