@@ -82,7 +82,9 @@ def done_sources(out: Path) -> set[str]:
         try:
             column = pq.read_table(part, columns=["path"]).column("path").to_pylist()
         except Exception as err:  # parts are renamed into place whole, so this is damage from outside
-            raise ValueError(f"{part}: not a readable Parquet part ({err}); delete it to predict its images again")
+            raise ValueError(
+                f"{part}: not a readable Parquet part ({err}); delete it to predict its images again"
+            ) from None
         done.update(column)
     return done
 

@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from imgcls.data.images import ImageLoadError, load_image
+from imgcls.data.seeding import mix_seed, seed_all
 from imgcls.data.sources import DataSplits, Sample
 from imgcls.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (seed, epoch, index); stable across processes, unlike hash()."""
-    value = 0x9E3779B97F4A7C15
-    for part in parts:
-        value = (value ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        value ^= value >> 31
-    return value & 0x7FFFFFFFFFFFFFFF
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
-    torch.manual_seed(seed)
 
 
 class ImageDataset(Dataset):

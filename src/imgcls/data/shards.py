@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from imgcls.data.images import IMAGE_EXTENSIONS, ImageLoadError, decode_image
+from imgcls.data.seeding import mix_seed, seed_all
 from imgcls.data.sources import DataError, Sample
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,17 @@ def _member_bytes(members: list[tuple[str, bytes]]) -> int:
     return sum(512 + math.ceil(len(data) / 512) * 512 for _, data in members)
 
 
+def _write_tar(out: Path, name: str, samples: list[list[tuple[str, bytes]]]) -> dict[str, Any]:
+    """One shard, under a temporary name until complete; its manifest entry."""
+    tmp = out / f".{name}.tmp"
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for members in samples:
+            for member_name, payload in members:
+                _add_member(tar, member_name, payload)
+    os.replace(tmp, out / name)
+    return {"url": name, "count": len(samples), "bytes": (out / name).stat().st_size}
+
+
 def write_shards(
     data: str | Path,
     out: str | Path,
@@ -137,7 +149,7 @@ def write_shards(
         "classes": splits.classes,
         "shard_size": shard_size,
         "seed": seed,
-        "bad_files": len(report.bad_files) if hasattr(report, "bad_files") else 0,
+        "skipped_files": [bad["path"] for bad in report.bad_files],
         "splits": {},
     }
     for split_name, samples in splits.splits().items():
@@ -147,26 +159,17 @@ def write_shards(
         batch: list[list[tuple[str, bytes]]] = []
         size = 1024  # the two zero blocks that end a tar
 
-        def flush() -> None:
-            name = f"{split_name}-{len(shards):06d}.tar"
-            tmp = out / f".{name}.tmp"
-            with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-                for members in batch:
-                    for member_name, payload in members:
-                        _add_member(tar, member_name, payload)
-            os.replace(tmp, out / name)
-            shards.append({"url": name, "count": len(batch), "bytes": (out / name).stat().st_size})
-
         for i, sample in enumerate(order):
             members = _sample_members(f"{split_name}_{i:09d}", sample, splits.classes, splits.root)
             need = _member_bytes(members)
-            if batch and size + need > shard_size:
-                flush()
+            # tarfile pads the archive to whole 10 KiB records; count that, so no shard passes the limit.
+            if batch and math.ceil((size + need) / tarfile.RECORDSIZE) * tarfile.RECORDSIZE > shard_size:
+                shards.append(_write_tar(out, f"{split_name}-{len(shards):06d}.tar", batch))
                 batch, size = [], 1024
             batch.append(members)
             size += need
         if batch:
-            flush()
+            shards.append(_write_tar(out, f"{split_name}-{len(shards):06d}.tar", batch))
         counts = dict.fromkeys(splits.classes, 0)
         for sample in samples:
             counts[splits.classes[sample.label]] += 1
@@ -402,8 +405,6 @@ class ShardStream(IterableDataset):
                 raise ImageLoadError(source, "no image member in the shard")
             image = decode_image(data, source)
             if self.shuffle:  # augmentation seeded per (epoch, sample), whatever rank or worker reads it
-                from imgcls.data.datamodule import mix_seed, seed_all
-
                 seed_all(mix_seed(self.seed, self.epoch, position % max(1, self.total)))
             tensor = self.transform(image) if self.transform is not None else image
         except ImageLoadError as err:
