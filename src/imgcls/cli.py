@@ -25,7 +25,7 @@ def _floats3(text: str) -> tuple[float, float, float]:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from imgcls.config import CLASS_WEIGHTS, PRECISIONS, SAMPLERS, TrainConfig
+    from imgcls.config import CLASS_WEIGHTS, PRECISIONS, SAMPLERS, STRATEGIES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -112,8 +112,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix alpha (0 = off)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="global batch, split evenly over devices × nodes"
+    )
+    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (for --lr-batch images)")
+    g.add_argument(
+        "--lr-batch",
+        type=int,
+        help="the global batch --lr is meant for: the rate used is lr × batch-size / lr-batch (default: batch-size)",
+    )
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warmup, then cosine decay")
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
@@ -149,7 +156,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--runs-dir", default=d.runs_dir)
     g.add_argument("--name", help="run folder name (default: MODEL-DATA, numbered if it exists)")
     g.add_argument("--accelerator", default=d.accelerator, help="auto, cpu, gpu")
-    g.add_argument("--devices", default=d.devices, help="number of devices")
+    g.add_argument("--devices", default=d.devices, help="devices per node (e.g. 8 GPUs; with cpu: processes)")
+    g.add_argument("--num-nodes", type=int, default=d.num_nodes, help="machines (torchrun or SLURM starts them)")
+    g.add_argument(
+        "--strategy", choices=STRATEGIES, default=d.strategy, help="distributed strategy across devices and nodes"
+    )
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -178,6 +189,8 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 parser.error("train: give DATA (a folder, a CSV manifest or `digits`), --config or --resume")
             config = TrainConfig.from_dict(values)
         result = train(config)
+    if result.global_rank != 0:  # the other processes of a distributed run: rank 0 reports
+        return 0
     print_metrics(result.metrics, console)
     console.print(
         f"\n[bold green]done[/]  run folder: {result.run_dir}\n"

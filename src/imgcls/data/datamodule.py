@@ -79,28 +79,38 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """Shuffles (or draws class-balanced) with a generator seeded by (seed, epoch); yields (index, epoch).
 
     Seeding per epoch, not once per process, is what makes a resumed run see exactly the batches
-    an uninterrupted run would have seen.
+    an uninterrupted run would have seen. Under DDP every rank draws the same permutation and takes
+    every `num_replicas`-th entry from `rank` on (the order padded by wrapping round to a multiple of
+    `num_replicas`, so all ranks take equal steps): per-rank batches of B / num_replicas then make up
+    exactly the global batches of B that one process would see, whatever the number of devices.
     """
 
-    def __init__(self, num_samples: int, seed: int, weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, num_samples: int, seed: int, weights: torch.Tensor | None = None, *, rank: int = 0, num_replicas: int = 1
+    ) -> None:
         self.num_samples = num_samples
         self.seed = seed
         self.weights = weights
+        self.rank = rank
+        self.num_replicas = num_replicas
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_samples
+        return -(-self.num_samples // self.num_replicas)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         if self.weights is None:
-            order = torch.randperm(self.num_samples, generator=generator)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
         else:
-            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
-        return iter([(i, self.epoch) for i in order.tolist()])
+            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
+        if self.num_replicas > 1 and order:
+            padded = len(self) * self.num_replicas
+            order = (order * (padded // len(order) + 1))[:padded][self.rank :: self.num_replicas]
+        return iter([(i, self.epoch) for i in order])
 
 
 def class_counts(samples: Sequence[Sample], num_classes: int) -> torch.Tensor:
@@ -160,7 +170,10 @@ class ImageDataModule(L.LightningDataModule):
         if self.balanced:
             counts = class_counts(samples, len(self.splits.classes))
             weights = torch.tensor([1.0 / counts[s.label].item() for s in samples], dtype=torch.float64)
-        sampler = EpochSampler(len(samples), self.seed, weights)
+        # Our sampler splits the data across ranks itself (the Trainer runs with use_distributed_sampler=False).
+        trainer = getattr(self, "trainer", None)
+        rank, replicas = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochSampler(len(samples), self.seed, weights, rank=rank, num_replicas=replicas)
         transform = train_transform(self.data_cfg, hflip=self.hflip, crop_scale=self.crop_scale)
         return self._loader(samples, transform, sampler)
 
