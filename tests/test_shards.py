@@ -163,3 +163,23 @@ def test_predict_from_shards_over_http_resumes(shards: Path, http_root: str, tmp
     again = predict_to_parquet(clf, [ref], out, workers=1)
     assert again.predicted == n_lost and again.done_before == 39 - n_lost
     assert sorted(r["path"] for r in pq.read_table(out).to_pylist()) == sorted(r["path"] for r in rows)
+
+
+def test_evaluate_on_shards_over_http_equals_evaluate_on_the_folder(
+    shards: Path, http_root: str, tmp_path: Path
+) -> None:
+    from imgcls import Classifier
+    from imgcls.evaluation import evaluate
+    from imgcls.models import create_model, data_config
+    from imgcls.package import save_package
+
+    model = create_model("lenet5", 3, img_size=32)
+    labels = ["向日葵", "cat", "bird (small)"]  # another order than the shards': labels are matched by name
+    package = save_package(model.eval(), tmp_path / "m", labels=labels, data_config=data_config(model))
+    clf = Classifier.load(package, backend="torch")
+    on_folder = evaluate(clf, tmp_path / "data", split="test", progress=False, report=False, num_workers=0)
+    on_shards = evaluate(clf, f"{http_root}/manifest.json", progress=False, report=False, out=tmp_path / "ev")
+    assert on_shards["num_samples"] == on_folder["num_samples"] == 9
+    assert on_shards["top1"] == on_folder["top1"]
+    assert on_shards["macro"] == pytest.approx(on_folder["macro"])
+    assert (tmp_path / "ev" / "predictions.csv").read_text(encoding="utf-8").count(f"{http_root}/test-") == 9
