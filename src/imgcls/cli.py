@@ -25,7 +25,7 @@ def _floats3(text: str) -> tuple[float, float, float]:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from imgcls.config import CLASS_WEIGHTS, PRECISIONS, SAMPLERS, TrainConfig
+    from imgcls.config import CLASS_WEIGHTS, PRECISIONS, SAMPLERS, STRATEGIES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -112,8 +112,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix alpha (0 = off)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="global batch, split evenly over devices × nodes"
+    )
+    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (for --lr-batch images)")
+    g.add_argument(
+        "--lr-batch",
+        type=int,
+        help="the global batch --lr is meant for: the rate used is lr × batch-size / lr-batch (default: batch-size)",
+    )
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warmup, then cosine decay")
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
@@ -149,7 +156,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--runs-dir", default=d.runs_dir)
     g.add_argument("--name", help="run folder name (default: MODEL-DATA, numbered if it exists)")
     g.add_argument("--accelerator", default=d.accelerator, help="auto, cpu, gpu")
-    g.add_argument("--devices", default=d.devices, help="number of devices")
+    g.add_argument("--devices", default=d.devices, help="devices per node (e.g. 8 GPUs; with cpu: processes)")
+    g.add_argument("--num-nodes", type=int, default=d.num_nodes, help="machines (torchrun or SLURM starts them)")
+    g.add_argument(
+        "--strategy", choices=STRATEGIES, default=d.strategy, help="distributed strategy across devices and nodes"
+    )
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -178,6 +189,8 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 parser.error("train: give DATA (a folder, a CSV manifest or `digits`), --config or --resume")
             config = TrainConfig.from_dict(values)
         result = train(config)
+    if result.global_rank != 0:  # the other processes of a distributed run: rank 0 reports
+        return 0
     print_metrics(result.metrics, console)
     console.print(
         f"\n[bold green]done[/]  run folder: {result.run_dir}\n"
@@ -317,7 +330,62 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--backend", choices=["auto", "torch", "onnx"], default="auto", help="onnx needs `imgcls export` first"
     )
     p.add_argument("--token", help="access token for a private hf:// or git+ model")
+    g = p.add_argument_group(
+        "at scale (--out NAME.parquet)",
+        "A .parquet --out is a folder of Parquet parts: a rerun after a crash predicts only what is missing, "
+        "and several processes can share the work. IMAGES may then also be shard manifests or .tar shards "
+        "(paths or fsspec URLs).",
+    )
+    g.add_argument("--part-size", type=int, default=4096, help="rows per part file (the most a crash can cost)")
+    g.add_argument("--num-shards", type=int, help="split the work into this many shares (default: $WORLD_SIZE, else 1)")
+    g.add_argument("--shard-index", type=int, help="the share this process does (default: $RANK, else 0)")
+    g.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda:$LOCAL_RANK when a GPU is there, else cpu)")
     p.set_defaults(func=cmd_predict)
+
+
+def _predict_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def cmd_predict_parquet(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+
+    from imgcls.batch_predict import predict_to_parquet
+    from imgcls.predict import Classifier
+
+    if args.format != "table":
+        parser.error("--format does not apply to a .parquet --out (Parquet holds every column)")
+    if args.num_shards is None and args.shard_index is not None:
+        parser.error("--shard-index needs --num-shards")
+    clf = Classifier.load(args.model, backend=args.backend, token=args.token, device=_predict_device(args.device))
+    try:
+        result = predict_to_parquet(
+            clf,
+            args.images,
+            args.out,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            part_size=args.part_size,
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
+        )
+    except ValueError as err:
+        print(f"imgcls predict: error: {err}", file=sys.stderr)
+        return 2
+    share = f" (share {result.shard_index + 1} of {result.num_shards})" if result.num_shards > 1 else ""
+    Console(stderr=True).print(
+        f"{result.predicted:,} image(s) predicted{share} in {result.seconds:.1f} s, {result.failed:,} unreadable; "
+        f"{result.done_before:,} were already done; {result.parts_written} part(s) written to {result.out}",
+        highlight=False,
+    )
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -332,6 +400,8 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
+    if args.out is not None and args.out.suffix == ".parquet":
+        return cmd_predict_parquet(args, parser)
     clf = Classifier.load(args.model, backend=args.backend, token=args.token)
     files = expand_inputs(args.images)
     if not files:
@@ -579,6 +649,40 @@ def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _add_shard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shard",
+        help="write a dataset as WebDataset tar shards with a manifest, for streaming at scale",
+        description="Check DATA and write OUT/{train,val,test}-NNNNNN.tar (images stay encoded, shuffled across "
+        "shards) and OUT/manifest.json (classes, per-split shards with image counts). `imgcls train` and "
+        "`imgcls evaluate` take the manifest (path or fsspec URL) as DATA and stream the shards.",
+    )
+    p.add_argument("data", help="folder of class subfolders, dataset root, CSV manifest or built-in name")
+    p.add_argument("out", type=Path, help="folder to write (must not hold a manifest already)")
+    p.add_argument("--shard-size", default="1GB", help="largest shard, e.g. 1GB, 500MB, 64KiB")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share held out when DATA has no val split")
+    p.add_argument("--seed", type=int, default=0, help="seeds the validation split and the order in the shards")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_shard)
+
+
+def cmd_shard(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.data.shards import parse_size, write_shards
+
+    try:
+        size = parse_size(args.shard_size)
+    except ValueError as err:
+        parser.error(str(err))
+    manifest = write_shards(
+        args.data, args.out, shard_size=size, val_fraction=args.val_fraction, seed=args.seed, progress=args.progress
+    )
+    for name, split in manifest["splits"].items():
+        total = sum(s["bytes"] for s in split["shards"])
+        print(f"{name}: {split['count']:,} images in {len(split['shards'])} shard(s), {total / 1e6:,.1f} MB")
+    print(f"manifest: {args.out / 'manifest.json'}")
+    return 0
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list model names (timm's plus lenet5 and alexnet)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*' or '*vit*'")
@@ -642,6 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_push,
         _add_pull,
         _add_check,
+        _add_shard,
         _add_models,
         _add_data,
     ):

@@ -12,6 +12,7 @@ import yaml
 PRECISIONS = ("auto", "32-true", "bf16-mixed")
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("random", "balanced")
+STRATEGIES = ("auto", "ddp", "fsdp")
 
 
 class ConfigError(ValueError):
@@ -76,7 +77,10 @@ class TrainConfig:
     # optimisation
     epochs: int = 10
     batch_size: int = 32
+    """The global batch: split evenly over all processes (devices × nodes), so adding devices keeps the maths."""
     lr: float = 1e-3
+    lr_batch: int | None = None
+    """The global batch `lr` is meant for; the rate used is lr × batch_size / lr_batch (default: batch_size)."""
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
@@ -105,6 +109,10 @@ class TrainConfig:
     """Run folder name; default: MODEL-DATA, numbered when it exists."""
     accelerator: str = "auto"
     devices: int | str = 1
+    """Devices per node (processes per node with DDP)."""
+    num_nodes: int = 1
+    strategy: str = "auto"
+    """`ddp` or `fsdp` across devices and nodes (launched by Lightning, torchrun or SLURM); `auto` picks."""
     limit_train_batches: int | float | None = field(default=None, metadata={"hidden": True})
     progress: bool = True
 
@@ -143,6 +151,14 @@ class TrainConfig:
             raise ConfigError(f"epochs: {self.epochs} must be at least 1")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: {self.batch_size} must be at least 1")
+        if self.lr_batch is not None and self.lr_batch < 1:
+            raise ConfigError(f"lr_batch: {self.lr_batch} must be at least 1")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.num_nodes < 1:
+            raise ConfigError(f"num_nodes: {self.num_nodes} must be at least 1")
+        if isinstance(self.devices, str) and self.devices.strip().lstrip("-").isdigit():
+            self.devices = int(self.devices)
         if not 0.0 < self.crop_scale <= 1.0:
             raise ConfigError(f"crop_scale: {self.crop_scale} must be in (0, 1]")
         if self.freeze_epochs < 0 or self.freeze_epochs > self.epochs:

@@ -66,6 +66,39 @@ def collect_predictions(
     return Predictions(torch.cat(logits), torch.cat(targets), [str(samples[i].path) for i in kept], skipped)
 
 
+@torch.inference_mode()
+def collect_shard_predictions(
+    clf: Classifier, ref: str | Path, *, split: str = "auto", batch_size: int = 64, num_workers: int | None = None
+) -> Predictions:
+    """Logits for a split of a sharded dataset (manifest path or URL), streamed once through DataLoader workers."""
+    from imgcls.data.shards import ShardStream, load_manifest
+
+    manifest = load_manifest(ref)
+    if split == "auto":
+        split = next((name for name in ("test", "val") if manifest.splits.get(name)), "all")
+    names = list(manifest.splits) if split == "all" else [split]
+    if any(name not in manifest.splits for name in names):
+        raise DataError(f"{ref}: no {split!r} split; it has {', '.join(manifest.splits) or 'none'}")
+    unknown = sorted(set(manifest.classes) - set(clf.labels))
+    if unknown:
+        raise DataError(f"{ref}: class {unknown[0]!r} is not one of the model's classes: {', '.join(clf.labels)}")
+    to_model = torch.tensor([clf.labels.index(name) for name in manifest.classes])
+    shards = [shard for name in names for shard in manifest.splits[name]]
+    workers = min(len(shards), default_num_workers() if num_workers is None else num_workers)
+    stream = ShardStream(shards, clf.transform, raw=True)
+    logits, targets, kept, skipped = [], [], [], []
+    for batch in DataLoader(stream, batch_size=batch_size, num_workers=workers, collate_fn=list):
+        good = [item for item in batch if item.error is None]
+        skipped += [item.source for item in batch if item.error is not None]
+        if good:
+            logits.append(clf.forward(torch.stack([item.image for item in good])))
+            targets.append(to_model[torch.tensor([item.label for item in good])])
+            kept += [item.source for item in good]
+    if not logits:
+        return Predictions(torch.empty(0, len(clf.labels)), torch.empty(0, dtype=torch.long), [], skipped)
+    return Predictions(torch.cat(logits), torch.cat(targets), kept, skipped)
+
+
 def most_confident_mistakes(
     probs: torch.Tensor, targets: torch.Tensor, paths: list[str], labels: list[str], limit: int = 24
 ) -> list[dict[str, Any]]:
@@ -120,6 +153,25 @@ def evaluate_samples(
     Scores use the package's calibration temperature when it has one.
     """
     preds = collect_predictions(clf, samples, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    return score_predictions(
+        clf, preds, out=out, report=report, mistakes=mistakes, data=data, ece_temperature=ece_temperature,
+        skipped=skipped, thresholds=thresholds,
+    )  # fmt: skip
+
+
+def score_predictions(
+    clf: Classifier,
+    preds: Predictions,
+    *,
+    out: str | Path | None = None,
+    report: bool = True,
+    mistakes: int = 24,
+    data: str | None = None,
+    ece_temperature: float | None = None,
+    skipped: Sequence[str] = (),
+    thresholds: list[float] | None = None,
+) -> dict[str, Any]:
+    """The metrics (and with `out`, the files) of `evaluate_samples` for predictions already collected."""
     if len(preds.paths) == 0:
         raise DataError("no readable images to evaluate" + (f" in {data}" if data else ""))
     if clf.task == "multilabel":
@@ -291,6 +343,11 @@ def evaluate(
     from imgcls.data.sources import load_labeled
 
     clf = model if isinstance(model, Classifier) else Classifier.load(model)
+    from imgcls.data.shards import is_shard_ref
+
+    if is_shard_ref(data) and clf.task != "multilabel":
+        preds = collect_shard_predictions(clf, data, split=split, batch_size=batch_size, num_workers=num_workers)
+        return score_predictions(clf, preds, out=out, report=report, mistakes=mistakes, data=str(data))
     if clf.task == "multilabel":
         from imgcls.data.multilabel import check_files
 

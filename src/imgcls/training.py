@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 
 from imgcls.config import ConfigError, TrainConfig
@@ -42,6 +44,8 @@ class RunResult:
     package_dir: Path
     metrics: dict[str, Any]
     eval_split: str
+    global_rank: int = 0
+    """Non-zero in the other processes of a distributed run: they write nothing and report nothing."""
 
 
 def auto_precision(accelerator: str) -> str:
@@ -53,6 +57,16 @@ def auto_precision(accelerator: str) -> str:
     except (AttributeError, RuntimeError):
         native_bf16 = False
     return "bf16-mixed" if native_bf16 else "32-true"
+
+
+# Rank 0 names the run folder and hands it to the processes Lightning starts for it (they inherit the environment).
+_RUN_DIR_ENV = "IMGCLS_RUN_DIR"
+
+
+def _world_size(config: TrainConfig) -> int:
+    """Processes the run will have, as far as the config says (devices may be 'auto': then the Trainer knows)."""
+    devices = config.devices if isinstance(config.devices, int) and config.devices > 0 else 1
+    return devices * config.num_nodes
 
 
 def _slug(text: str) -> str:
@@ -257,20 +271,32 @@ def train(
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
+    # Every process of a distributed run (Lightning, torchrun or SLURM starts them) runs this function; only
+    # rank 0 writes the run folder. The others check the same data the same way, so they hold the same splits.
+    zero = rank_zero_only.rank == 0
+    if not zero and resume is None and os.environ.get(_RUN_DIR_ENV):
+        run_dir = Path(os.environ[_RUN_DIR_ENV])  # the folder rank 0 chose, passed to the processes it starts
     multilabel = config.task == "multilabel"
+    progress = config.progress and zero
     if multilabel:
         splits = discover_multilabel(config.data, val_fraction=config.val_fraction, seed=config.seed)
-        splits, ml_report = check_multilabel(splits, progress=config.progress)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "data_check.json").write_text(json.dumps(ml_report, indent=2, ensure_ascii=False), encoding="utf-8")
-        console.print(multilabel_summary(ml_report))
+        splits, ml_report = check_multilabel(splits, progress=progress)
+        if zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "data_check.json").write_text(
+                json.dumps(ml_report, indent=2, ensure_ascii=False), encoding="utf-8"
+            )
+            console.print(multilabel_summary(ml_report))
     else:
         splits = discover(config.data, val_fraction=config.val_fraction, seed=config.seed)
-        splits, report = check_splits(splits, progress=config.progress)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        report.write_json(run_dir / "data_check.json")
-        console.print(report.summary())
-    config.save(run_dir / "config.yaml")
+        splits, report = check_splits(splits, progress=progress)
+        if zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            report.write_json(run_dir / "data_check.json")
+            console.print(report.summary())
+    if zero:
+        config.save(run_dir / "config.yaml")
+        os.environ[_RUN_DIR_ENV] = str(run_dir)
 
     labels = splits.classes
     model = create_model(
@@ -289,8 +315,10 @@ def train(
         crop_pct=config.crop_pct,
         interpolation=config.interpolation,
     )
+    # Linear scaling: lr is meant for a global batch of lr_batch images (default: the batch itself).
+    lr = config.lr * config.batch_size / config.lr_batch if config.lr_batch else config.lr
     common = dict(
-        lr=config.lr,
+        lr=lr,
         weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs,
         label_smoothing=config.label_smoothing,
@@ -343,7 +371,7 @@ def train(
     all_callbacks: list[Callback] = [checkpoint, *pseudo_callbacks, *(callbacks or [])]
     if config.patience is not None and has_val:
         all_callbacks.append(EarlyStopping(monitor=task.monitor, mode="max", patience=config.patience))
-    if config.progress:
+    if progress:
         all_callbacks.append(RichProgressBar(leave=True) if sys.stderr.isatty() else TQDMProgressBar(refresh_rate=20))
     precision = auto_precision(config.accelerator) if config.precision == "auto" else config.precision
     trainer = L.Trainer(
@@ -351,11 +379,16 @@ def train(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        # EpochSampler gives each rank its slice of the same seeded order (exact resume, any device count).
+        use_distributed_sampler=False,
+        sync_batchnorm=_world_size(config) > 1,
         precision=precision,
         callbacks=all_callbacks,
         # One log folder per session (a resume starts a new one); merge_metrics() joins them.
         logger=CSVLogger(save_dir=run_dir, name="logs"),
-        enable_progress_bar=config.progress,
+        enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(10, len(splits.train) // config.batch_size)),
         num_sanity_val_steps=0,
@@ -364,13 +397,27 @@ def train(
         # Pseudo-labels change the training set between epochs.
         reload_dataloaders_every_n_epochs=1 if config.unlabeled else 0,
     )
-    console.print(
-        f"training [bold]{config.model}[/] on {len(splits.train):,} images ({len(labels)} classes), "
-        f"validating on {len(splits.val):,}; precision {precision}; run folder {run_dir}"
+    if config.batch_size % trainer.world_size:
+        raise ConfigError(
+            f"batch_size: {config.batch_size} does not split evenly over {trainer.world_size} processes "
+            f"(devices × nodes); the batch is global, so use a multiple of {trainer.world_size}"
+        )
+    datamodule.batch_size = config.batch_size // trainer.world_size
+    distributed = (
+        f"; {trainer.world_size} processes × {datamodule.batch_size} images, lr {lr:g}"
+        if trainer.world_size > 1
+        else ""
     )
+    if zero:
+        console.print(
+            f"training [bold]{config.model}[/] on {len(splits.train):,} images ({len(labels)} classes), "
+            f"validating on {len(splits.val):,}; precision {precision}{distributed}; run folder {run_dir}"
+        )
     started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     train_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return RunResult(run_dir, run_dir / "model", {}, "", global_rank=trainer.global_rank)
     merge_metrics(run_dir)
 
     # The package holds the best epoch (by validation top-1), or the last one without validation.

@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from imgcls.data.images import ImageLoadError, load_image
+from imgcls.data.seeding import mix_seed, seed_all
 from imgcls.data.sources import DataSplits, Sample
 from imgcls.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (seed, epoch, index); stable across processes, unlike hash()."""
-    value = 0x9E3779B97F4A7C15
-    for part in parts:
-        value = (value ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        value ^= value >> 31
-    return value & 0x7FFFFFFFFFFFFFFF
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
-    torch.manual_seed(seed)
 
 
 class ImageDataset(Dataset):
@@ -95,28 +79,38 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """Shuffles (or draws class-balanced) with a generator seeded by (seed, epoch); yields (index, epoch).
 
     Seeding per epoch, not once per process, is what makes a resumed run see exactly the batches
-    an uninterrupted run would have seen.
+    an uninterrupted run would have seen. Under DDP every rank draws the same permutation and takes
+    every `num_replicas`-th entry from `rank` on (the order padded by wrapping round to a multiple of
+    `num_replicas`, so all ranks take equal steps): per-rank batches of B / num_replicas then make up
+    exactly the global batches of B that one process would see, whatever the number of devices.
     """
 
-    def __init__(self, num_samples: int, seed: int, weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, num_samples: int, seed: int, weights: torch.Tensor | None = None, *, rank: int = 0, num_replicas: int = 1
+    ) -> None:
         self.num_samples = num_samples
         self.seed = seed
         self.weights = weights
+        self.rank = rank
+        self.num_replicas = num_replicas
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_samples
+        return -(-self.num_samples // self.num_replicas)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         if self.weights is None:
-            order = torch.randperm(self.num_samples, generator=generator)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
         else:
-            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
-        return iter([(i, self.epoch) for i in order.tolist()])
+            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
+        if self.num_replicas > 1 and order:
+            padded = len(self) * self.num_replicas
+            order = (order * (padded // len(order) + 1))[:padded][self.rank :: self.num_replicas]
+        return iter([(i, self.epoch) for i in order])
 
 
 def class_counts(samples: Sequence[Sample], num_classes: int) -> torch.Tensor:
@@ -176,7 +170,10 @@ class ImageDataModule(L.LightningDataModule):
         if self.balanced:
             counts = class_counts(samples, len(self.splits.classes))
             weights = torch.tensor([1.0 / counts[s.label].item() for s in samples], dtype=torch.float64)
-        sampler = EpochSampler(len(samples), self.seed, weights)
+        # Our sampler splits the data across ranks itself (the Trainer runs with use_distributed_sampler=False).
+        trainer = getattr(self, "trainer", None)
+        rank, replicas = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochSampler(len(samples), self.seed, weights, rank=rank, num_replicas=replicas)
         transform = train_transform(self.data_cfg, hflip=self.hflip, crop_scale=self.crop_scale)
         return self._loader(samples, transform, sampler)
 
