@@ -155,6 +155,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.faults import CheckpointError, TrainingInterrupted
+
+    try:
+        return _train(args, parser)
+    except TrainingInterrupted as err:
+        # 128 + the signal, as for any program a signal stopped: a scheduler must not take it for a finished run.
+        print(f"imgcls train: {err}", file=sys.stderr)
+        return err.exit_code
+    except CheckpointError as err:
+        print(f"imgcls train: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from imgcls.config import TrainConfig
     from imgcls.evaluation import print_metrics
     from imgcls.training import console, train

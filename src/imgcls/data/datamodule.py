@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from imgcls.data.images import ImageLoadError, load_image
 from imgcls.data.sources import DataSplits, Sample
 from imgcls.data.transforms import eval_transform, train_transform
+from imgcls.faults import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
     an uninterrupted run would have seen.
     """
 
-    def __init__(self, num_samples: int, seed: int, weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, num_samples: int, seed: int, weights: torch.Tensor | None = None, *, start: tuple[int, int] | None = None
+    ) -> None:
         self.num_samples = num_samples
         self.seed = seed
         self.weights = weights
-        self.epoch = 0
+        # (epoch, samples): resuming mid-epoch, that epoch's order starts after the samples already trained on.
+        self.start = start
+        self.epoch = start[0] if start else 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -116,7 +121,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
-        return iter([(i, self.epoch) for i in order.tolist()])
+        skip = 0
+        if self.start is not None:
+            if self.start[0] == self.epoch:
+                skip = self.start[1]
+            self.start = None  # only the epoch being resumed is shortened
+        return iter([(i, self.epoch) for i in order.tolist()[skip:]])
 
 
 def class_counts(samples: Sequence[Sample], num_classes: int) -> torch.Tensor:
@@ -154,6 +164,8 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_scale = crop_scale
         self.balanced = balanced
         self.extra_train: list[Sample] = []  # pseudo-labelled images, replaced between epochs
+        # (epoch, batches already trained) when resuming from a mid-epoch checkpoint; set by faults.GracefulStop.
+        self.resume_at: tuple[int, int] | None = None
 
     def _loader(self, samples: Sequence[Sample], transform: Callable, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
@@ -165,6 +177,7 @@ class ImageDataModule(L.LightningDataModule):
             collate_fn=collate_skip_bad,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            worker_init_fn=ignore_stop_signals,
         )
 
     def eval_transform(self) -> Callable:
@@ -176,7 +189,11 @@ class ImageDataModule(L.LightningDataModule):
         if self.balanced:
             counts = class_counts(samples, len(self.splits.classes))
             weights = torch.tensor([1.0 / counts[s.label].item() for s in samples], dtype=torch.float64)
-        sampler = EpochSampler(len(samples), self.seed, weights)
+        start = None
+        if self.resume_at is not None:
+            start = (self.resume_at[0], self.resume_at[1] * self.batch_size)
+            self.resume_at = None
+        sampler = EpochSampler(len(samples), self.seed, weights, start=start)
         transform = train_transform(self.data_cfg, hflip=self.hflip, crop_scale=self.crop_scale)
         return self._loader(samples, transform, sampler)
 
