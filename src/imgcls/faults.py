@@ -125,7 +125,7 @@ class GracefulStop(Callback):
         self.run_dir = Path(run_dir)
         self.requested: int | None = None
         self._previous: dict[int, Any] = {}
-        self._resume_at: tuple[int, int] | None = None
+        self._pending_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def state_key(self) -> str:
@@ -170,6 +170,8 @@ class GracefulStop(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self._pending_sums:
+            _add_epoch_sums(trainer, self._pending_sums)
         if self.requested is None or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return
         trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
@@ -192,23 +194,49 @@ class GracefulStop(Callback):
             return {}
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         total = trainer.num_training_batches
-        # Saved at an epoch's end (or before it started): the next epoch starts from its first batch.
-        mid_epoch = isinstance(total, int) and 0 < done < total
-        return {"epoch": trainer.current_epoch, "batches_done": done if mid_epoch else 0}
+        if isinstance(total, int) and 0 < done < total:
+            return {"epoch": trainer.current_epoch, "batches_done": done, "epoch_sums": _epoch_sums(trainer)}
+        # Saved at an epoch's end: the next epoch starts from its first batch.
+        return {"epoch": trainer.current_epoch + (1 if done else 0), "batches_done": 0}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("batches_done"):
-            self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+        # Lightning reads the checkpoint before it first asks for the train loader (to count the steps of the LR
+        # schedule). The data module then starts the sampler at the right epoch (Lightning sets it only after the
+        # loader's workers have drawn their first indices) and, after a mid-epoch checkpoint, after the batches
+        # already trained on, so that no image is seen twice or skipped.
+        if "epoch" not in state_dict:
+            return
+        self._pending_sums = dict(state_dict.get("epoch_sums") or {})
+        datamodule = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "resume_at"):
+            datamodule.resume_at = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The checkpoint has been read by now. A mid-epoch one: the data module starts that epoch's sampler after
-        # the batches already trained on, so no image is seen twice or skipped.
-        datamodule = getattr(trainer, "datamodule", None)
-        if self._resume_at is not None and datamodule is not None and hasattr(datamodule, "resume_at"):
-            datamodule.resume_at = self._resume_at
+
+def _epoch_sums(trainer: L.Trainer) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The running sums behind this epoch's averages (train_loss_epoch, train_acc) so far.
+
+    Lightning keeps them out of checkpoints; without them an epoch resumed in the middle would average only the
+    batches after the resume. This reads Lightning's result collection (private, hence the defensive getattr).
+    """
+    sums = {}
+    for key, metric in (getattr(trainer, "_results", None) or {}).items():
+        meta = getattr(metric, "meta", None)
+        if key.startswith("training_step.") and meta is not None and meta.on_epoch and meta.is_mean_reduction:
+            sums[key] = (metric.value.detach().cpu().clone(), metric.cumulated_batch_size.detach().cpu().clone())
+    return sums
+
+
+def _add_epoch_sums(trainer: L.Trainer, pending: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Add the sums of the batches before a mid-epoch checkpoint to the resumed epoch's (once each metric exists)."""
+    results = getattr(trainer, "_results", None) or {}
+    for key in [k for k in pending if k in results]:
+        value, count = pending.pop(key)
+        metric = results[key]
+        metric.value = metric.value + value.to(metric.value)
+        metric.cumulated_batch_size = metric.cumulated_batch_size + count.to(metric.cumulated_batch_size)
 
 
 def _flush_loggers(trainer: L.Trainer) -> None:

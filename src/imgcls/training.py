@@ -378,7 +378,7 @@ def train(
     )
     started = time.perf_counter()
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     except BaseException:
         with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped training
             merge_metrics(run_dir)

@@ -164,7 +164,7 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_scale = crop_scale
         self.balanced = balanced
         self.extra_train: list[Sample] = []  # pseudo-labelled images, replaced between epochs
-        # (epoch, batches already trained) when resuming from a mid-epoch checkpoint; set by faults.GracefulStop.
+        # (epoch, batches of it already trained) when resuming from a checkpoint; set by faults.GracefulStop.
         self.resume_at: tuple[int, int] | None = None
 
     def _loader(self, samples: Sequence[Sample], transform: Callable, sampler: Sampler | None = None) -> DataLoader:
@@ -190,7 +190,7 @@ class ImageDataModule(L.LightningDataModule):
             counts = class_counts(samples, len(self.splits.classes))
             weights = torch.tensor([1.0 / counts[s.label].item() for s in samples], dtype=torch.float64)
         start = None
-        if self.resume_at is not None:
+        if self.resume_at is not None:  # the first epoch of a resumed run; the loader is made once per fit
             start = (self.resume_at[0], self.resume_at[1] * self.batch_size)
             self.resume_at = None
         sampler = EpochSampler(len(samples), self.seed, weights, start=start)
