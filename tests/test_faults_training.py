@@ -111,7 +111,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(
     rng = random.Random(11)
     kills = 0
     command = _cli(*args, "--name", "killed")
-    for attempt in range(8):
+    for _attempt in range(8):
         proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ckpt = runs / "killed" / "checkpoints" / "last.ckpt"
         # Wait for a checkpoint newer than the one this attempt started from, then kill at a random moment.
@@ -134,7 +134,9 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(
     else:
         pytest.fail("the run did not finish after 8 attempts")
     assert kills >= 2, "the kills came too late to interrupt anything; the test proved nothing"
-    leftovers = [p.name for p in (runs / "killed" / "checkpoints").iterdir() if p.name not in ("last.ckpt", "best.ckpt")]
+    leftovers = [
+        p.name for p in (runs / "killed" / "checkpoints").iterdir() if p.name not in ("last.ckpt", "best.ckpt")
+    ]
     assert leftovers == []
     full = subprocess.run(_cli(*args, "--name", "full"), env=_env(), capture_output=True, timeout=300)
     assert full.returncode == 0, full.stderr.decode()
@@ -162,11 +164,8 @@ def test_cli_sigterm_exits_143_with_a_resume_hint_and_no_traceback(image_folder:
     assert proc.returncode == 143, text
     assert f"resume with: imgcls train --resume {runs / 'stopped'}" in text
     assert "Traceback" not in text and "exited unexpectedly" not in text
-    resumed = subprocess.run(
-        _cli("--resume", str(runs / "stopped"), "--epochs", "3", "--no-progress"), env=_env(), capture_output=True
-    )
-    assert resumed.returncode == 0, resumed.stderr.decode()
-    assert sorted(read_epochs(runs / "stopped")) == [0, 1, 2]
+    resumed = train(resume=runs / "stopped", epochs=3)
+    assert sorted(read_epochs(resumed.run_dir)) == [0, 1, 2]
 
 
 FULL_DISK_SCRIPT = """

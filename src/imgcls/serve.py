@@ -458,8 +458,7 @@ def _decode_item(item: _Item) -> Image.Image:
     try:
         return decode_image(data, item.name)
     except ImageLoadError as err:
-        # decode_image reports Pillow's decompression-bomb limit as "image too large (...)".
-        if "too large" in err.reason:
+        if err.kind == "too_large":
             raise ServeError(413, f"{item.name}: image too large to decode ({err.reason})", detail) from None
         raise ServeError(415, f"{item.name}: {err.reason}", detail) from None
 
