@@ -97,6 +97,8 @@ class TrainConfig:
     # data split and loading
     val_fraction: float = 0.1
     """Share of each class held out for validation when the data has no val/ folder."""
+    allow_outside_root: bool = False
+    """Let a CSV manifest list images outside its own folder (refused by default: a manifest is untrusted input)."""
     seed: int = 0
     num_workers: int | None = None
     """Data-loading processes; default: up to 4, one per spare core."""

@@ -264,13 +264,23 @@ def train(
     L.seed_everything(config.seed, workers=True, verbose=False)
     multilabel = config.task == "multilabel"
     if multilabel:
-        splits = discover_multilabel(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        splits = discover_multilabel(
+            config.data,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            allow_outside_root=config.allow_outside_root,
+        )
         splits, ml_report = check_multilabel(splits, progress=config.progress)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "data_check.json").write_text(json.dumps(ml_report, indent=2, ensure_ascii=False), encoding="utf-8")
         console.print(multilabel_summary(ml_report))
     else:
-        splits = discover(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        splits = discover(
+            config.data,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            allow_outside_root=config.allow_outside_root,
+        )
         splits, report = check_splits(splits, progress=config.progress)
         run_dir.mkdir(parents=True, exist_ok=True)
         report.write_json(run_dir / "data_check.json")
