@@ -152,6 +152,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="share of each class held out when there is no val/ folder",
     )
     g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        default=d.allow_outside_root,
+        help="let a CSV manifest list images outside its own folder (refused by default)",
+    )
     g.add_argument("--num-workers", type=int, help="data-loading processes (default: one per spare core, up to 4)")
     g.add_argument("--runs-dir", default=d.runs_dir)
     g.add_argument("--name", help="run folder name (default: MODEL-DATA, numbered if it exists)")
@@ -166,6 +172,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.faults import CheckpointError, TrainingInterrupted
+
+    try:
+        return _train(args, parser)
+    except TrainingInterrupted as err:
+        # 128 + the signal, as for any program a signal stopped: a scheduler must not take it for a finished run.
+        print(f"imgcls train: {err}", file=sys.stderr)
+        return err.exit_code
+    except CheckpointError as err:
+        print(f"imgcls train: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from imgcls.config import TrainConfig
     from imgcls.evaluation import print_metrics
     from imgcls.training import console, train
@@ -243,6 +263,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int)
+    p.add_argument(
+        "--allow-outside-root", action="store_true", help="let a CSV manifest list images outside its own folder"
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_evaluate)
 
@@ -269,6 +292,7 @@ def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         report=args.report,
         calibrate_temperature=args.calibrate,
         mistakes=args.mistakes,
+        allow_outside_root=args.allow_outside_root,
     )
     console = Console()
     print_metrics(metrics, console)
@@ -630,6 +654,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("data_check.json"), help="where to write the JSON report")
+    p.add_argument(
+        "--allow-outside-root", action="store_true", help="let a CSV manifest list images outside its own folder"
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_check)
 
@@ -640,7 +667,9 @@ def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from imgcls.data.check import check_splits
     from imgcls.data.sources import discover
 
-    splits = discover(args.data, val_fraction=args.val_fraction, seed=args.seed)
+    splits = discover(
+        args.data, val_fraction=args.val_fraction, seed=args.seed, allow_outside_root=args.allow_outside_root
+    )
     _, report = check_splits(splits, progress=args.progress)
     report.write_json(args.out)
     console = Console()

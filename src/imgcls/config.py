@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from imgcls.atomic import atomic_write_text
+
 PRECISIONS = ("auto", "32-true", "bf16-mixed")
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("random", "balanced")
@@ -99,6 +101,8 @@ class TrainConfig:
     # data split and loading
     val_fraction: float = 0.1
     """Share of each class held out for validation when the data has no val/ folder."""
+    allow_outside_root: bool = False
+    """Let a CSV manifest list images outside its own folder (refused by default: a manifest is untrusted input)."""
     seed: int = 0
     num_workers: int | None = None
     """Data-loading processes; default: up to 4, one per spare core."""
@@ -178,7 +182,8 @@ class TrainConfig:
         return out
 
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+        # Atomic: a resume rewrites it, and a kill at that moment must not leave the run without its options.
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

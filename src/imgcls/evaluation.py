@@ -238,11 +238,13 @@ def _evaluate_multilabel(
     return metrics
 
 
-def load_multilabel_samples(data: str | Path, labels: list[str], split: str = "auto") -> list[Sample]:
+def load_multilabel_samples(
+    data: str | Path, labels: list[str], split: str = "auto", allow_outside_root: bool = False
+) -> list[Sample]:
     """Multi-label evaluation images from a manifest: its test rows, else val, else all (or the named split)."""
     from imgcls.data.multilabel import manifest_path, read_multilabel
 
-    names, rows = read_multilabel(data)
+    names, rows = read_multilabel(data, allow_outside_root=allow_outside_root)
     unknown = sorted(set(names) - set(labels))
     if unknown:
         raise DataError(
@@ -327,6 +329,7 @@ def evaluate(
     report: bool = True,
     calibrate_temperature: bool = False,
     mistakes: int = 24,
+    allow_outside_root: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model package on labelled data.
 
@@ -338,6 +341,7 @@ def evaluate(
         out: folder for `metrics.json`, `predictions.csv`, `report.html` and the plots.
         calibrate_temperature: first fit a temperature on validation images and store it in the package.
         mistakes: how many of the most confident mistakes to keep for the gallery.
+        allow_outside_root: let a CSV manifest list images outside its own folder.
     """
     from imgcls.data.check import check_samples
     from imgcls.data.sources import load_labeled
@@ -351,7 +355,9 @@ def evaluate(
     if clf.task == "multilabel":
         from imgcls.data.multilabel import check_files
 
-        samples, bad = check_files(load_multilabel_samples(data, clf.labels, split), progress=progress)
+        samples, bad = check_files(
+            load_multilabel_samples(data, clf.labels, split, allow_outside_root=allow_outside_root), progress=progress
+        )
         return evaluate_samples(
             clf,
             samples,
@@ -362,7 +368,7 @@ def evaluate(
             data=str(data),
             skipped=[b["path"] for b in bad],
         )
-    samples = load_labeled(data, clf.labels, split=split)
+    samples = load_labeled(data, clf.labels, split=split, allow_outside_root=allow_outside_root)
     samples, bad = check_samples(samples, clf.labels, progress=progress)
     before = None
     if calibrate_temperature:

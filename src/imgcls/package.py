@@ -7,13 +7,13 @@ inside `config.json`, so predict, evaluate, serve and export can never drift fro
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgcls import __version__
+from imgcls.atomic import atomic_write_text, fsync_dir, fsync_tree, swap_dirs
 from imgcls.card import model_card
 from imgcls.errors import PackageError
 
@@ -65,28 +65,25 @@ class ModelPackage:
         return float(self.info.get("temperature") or 1.0)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def replace_dir(new: Path, target: Path) -> None:
-    """Put the finished folder `new` at `target` by renames, so `target` is never half-written."""
+    """Put the finished folder `new` at `target`, so that `target` is never half-written nor missing.
+
+    The files of `new` are flushed to disk first; an existing `target` is exchanged with `new` in one atomic step
+    where the system can (Linux), else moved aside and replaced by two renames.
+    """
+    fsync_tree(new)
     if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        if swap_dirs(new, target):
+            shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old version
+        else:
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            new.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
     else:
         new.rename(target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def save_package(
@@ -130,10 +127,11 @@ def save_package(
         # Human-readable labels in any script: rewrite without \\u escapes.
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / CARD_NAME).write_text(model_card(config), encoding="utf-8")
-        for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
-            with open(tmp / name, "rb+") as f:
-                os.fsync(f.fileno())
         replace_dir(tmp, out_dir)
+    except OSError as err:  # disk full, file-size limit, permissions: the previous package stays as it was
+        raise PackageError(
+            f"{out_dir}: cannot write the model package ({err.strerror or err}); the previous package is untouched"
+        ) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -144,16 +142,8 @@ def set_package_info(path: str | Path, **values: Any) -> dict[str, Any]:
     path = Path(path)
     config = read_config(path)
     config.setdefault("imgcls", {}).update(values)
-    for name, text in (
-        (CONFIG_NAME, json.dumps(config, indent=2, ensure_ascii=False)),
-        (CARD_NAME, model_card(config)),
-    ):
-        tmp = path / f".{name}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path / name)
+    atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2, ensure_ascii=False))
+    atomic_write_text(path / CARD_NAME, model_card(config))
     return config
 
 

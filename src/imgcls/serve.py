@@ -458,8 +458,7 @@ def _decode_item(item: _Item) -> Image.Image:
     try:
         return decode_image(data, item.name)
     except ImageLoadError as err:
-        # decode_image reports Pillow's decompression-bomb limit as "image too large (...)".
-        if "too large" in err.reason:
+        if err.kind == "too_large":
             raise ServeError(413, f"{item.name}: image too large to decode ({err.reason})", detail) from None
         raise ServeError(415, f"{item.name}: {err.reason}", detail) from None
 
@@ -508,6 +507,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 _BEARER = HTTPBearer(auto_error=False, description="The key the server was started with (`--api-key`).")
 
 
+def _check_api_key(given: bytes, expected: bytes) -> None:
+    """Raise the 401 unless `given` (the bearer token's bytes) is the key; compared in constant time."""
+    if not given or not hmac.compare_digest(given, expected):
+        raise ServeError(
+            401,
+            "missing or wrong API key; send the header 'Authorization: Bearer <key>'"
+            if given
+            else "this server needs an API key; send the header 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
 def _api_key_dependency(api_key: str) -> Callable[..., Any]:
     expected = api_key.encode("utf-8")
 
@@ -515,16 +526,35 @@ def _api_key_dependency(api_key: str) -> Callable[..., Any]:
         # Header values arrive latin-1 decoded; encoding back gives the bytes the client sent, so that a non-ASCII
         # key compares bytes with bytes (compare_digest refuses non-ASCII str) and in constant time.
         given = credentials.credentials.encode("latin-1") if credentials is not None else b""
-        if not given or not hmac.compare_digest(given, expected):
-            raise ServeError(
-                401,
-                "missing or wrong API key; send the header 'Authorization: Bearer <key>'"
-                if given
-                else "this server needs an API key; send the header 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        _check_api_key(given, expected)
 
     return require_api_key
+
+
+class _RequireApiKey:
+    """ASGI middleware: with an API key, every path but `/healthz` needs it (docs, schema and unknown paths too).
+
+    The `/v1` routes also declare the key as a dependency, which is what puts it in the OpenAPI schema; this
+    guard covers the routes FastAPI adds itself and answers before a body is read.
+    """
+
+    def __init__(self, app: Any, api_key: str) -> None:
+        self.app = app
+        self.expected = api_key.encode("utf-8")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        try:
+            _check_api_key(token.strip() if scheme.lower() == b"bearer" else b"", self.expected)
+        except ServeError as err:
+            response = _error_response(err.status, err.message, None, headers=err.headers)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -545,7 +575,8 @@ def create_app(
             under moderate load at the cost of latency when idle.
         max_bytes: largest request body accepted, all images and encoding overhead together (base64 adds a third).
         max_images_per_request: most images in one request.
-        api_key: when set, every `/v1` route needs `Authorization: Bearer <api_key>`; `/healthz` stays open.
+        api_key: when set, every path but `/healthz` (the `/v1` routes, `/docs`, `/openapi.json`) needs
+            `Authorization: Bearer <api_key>`.
 
     Returns:
         The app. `app.state.stats` counts batches and images (live); `app.state.batcher` is the `MicroBatcher`.
@@ -591,6 +622,8 @@ def create_app(
     app.state.stats = batcher.stats
     _install_error_handlers(app)
     v1_dependencies = [Depends(_api_key_dependency(api_key))] if api_key else []
+    if api_key:
+        app.add_middleware(_RequireApiKey, api_key=api_key)
 
     @app.post(
         "/v1/classify",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -21,12 +23,14 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 
+from imgcls.atomic import atomic_write_text
 from imgcls.config import ConfigError, TrainConfig
 from imgcls.data.check import check_splits
 from imgcls.data.datamodule import ImageDataModule, class_counts
 from imgcls.data.multilabel import check_multilabel, discover_multilabel
 from imgcls.data.multilabel import summary as multilabel_summary
 from imgcls.data.sources import discover
+from imgcls.faults import AtomicCheckpointIO, GracefulStop, TrainingInterrupted, load_checkpoint
 from imgcls.models import create_model, data_config
 from imgcls.package import save_package, set_package_info
 from imgcls.tasks import MulticlassTask, MultilabelTask
@@ -116,10 +120,11 @@ def merge_metrics(run_dir: Path) -> Path:
         for row in table[:1]:
             columns += [c for c in row if c not in columns]
     out = run_dir / "metrics.csv"
-    with out.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out, text.getvalue())
     return out
 
 
@@ -279,7 +284,12 @@ def train(
     multilabel = config.task == "multilabel"
     progress = config.progress and zero
     if multilabel:
-        splits = discover_multilabel(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        splits = discover_multilabel(
+            config.data,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            allow_outside_root=config.allow_outside_root,
+        )
         splits, ml_report = check_multilabel(splits, progress=progress)
         if zero:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -288,7 +298,12 @@ def train(
             )
             console.print(multilabel_summary(ml_report))
     else:
-        splits = discover(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        splits = discover(
+            config.data,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            allow_outside_root=config.allow_outside_root,
+        )
         splits, report = check_splits(splits, progress=progress)
         if zero:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -368,7 +383,8 @@ def train(
         save_last=True,
         enable_version_counter=False,
     )
-    all_callbacks: list[Callback] = [checkpoint, *pseudo_callbacks, *(callbacks or [])]
+    stopper = GracefulStop(run_dir)
+    all_callbacks: list[Callback] = [checkpoint, stopper, *pseudo_callbacks, *(callbacks or [])]
     if config.patience is not None and has_val:
         all_callbacks.append(EarlyStopping(monitor=task.monitor, mode="max", patience=config.patience))
     if progress:
@@ -386,6 +402,8 @@ def train(
         sync_batchnorm=_world_size(config) > 1,
         precision=precision,
         callbacks=all_callbacks,
+        # Checkpoints are written atomically (a kill leaves the previous one) and read as weights only.
+        plugins=[AtomicCheckpointIO()],
         # One log folder per session (a resume starts a new one); merge_metrics() joins them.
         logger=CSVLogger(save_dir=run_dir, name="logs"),
         enable_progress_bar=progress,
@@ -414,15 +432,23 @@ def train(
             f"validating on {len(splits.val):,}; precision {precision}{distributed}; run folder {run_dir}"
         )
     started = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    except BaseException:
+        if trainer.is_global_zero:
+            with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped training
+                merge_metrics(run_dir)
+        raise
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return RunResult(run_dir, run_dir / "model", {}, "", global_rank=trainer.global_rank)
     merge_metrics(run_dir)
+    if stopper.requested is not None:  # the signal came after the last step: training is complete, the rest is not
+        raise TrainingInterrupted(run_dir, stopper.requested)
 
     # The package holds the best epoch (by validation top-1), or the last one without validation.
     best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / "last.ckpt"
-    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(best_path)
     task.load_state_dict(state["state_dict"])
     best_epoch = int(state.get("epoch", config.epochs - 1)) + 1
 

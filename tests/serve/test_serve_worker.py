@@ -172,7 +172,7 @@ def test_model_failure_fails_only_its_request(clf: Any) -> None:
             assert c.post("/v1/classify", files={"file": ("y.png", good[0])}).status_code == 200
 
 
-def test_api_key_guards_v1_only(clf: Any) -> None:
+def test_api_key_guards_every_endpoint_but_healthz(clf: Any) -> None:
     key = "s3cret-key_0123456789"
     app = create_app(clf, api_key=key)
     png = image_bytes((200, 10, 10))
@@ -187,6 +187,12 @@ def test_api_key_guards_v1_only(clf: Any) -> None:
             for response in (
                 c.get("/v1/labels", headers=headers),
                 c.post("/v1/classify", headers=headers, files={"file": ("a.png", png)}),
+                c.get("/docs", headers=headers),
+                c.get("/redoc", headers=headers),
+                c.get("/openapi.json", headers=headers),
+                c.get("/docs/oauth2-redirect", headers=headers),
+                c.get("/no/such/path", headers=headers),
+                c.request("DELETE", "/v1/labels", headers=headers),
             ):
                 assert response.status_code == 401, (headers, response.text)
                 assert response.headers["www-authenticate"] == "Bearer"
@@ -195,8 +201,9 @@ def test_api_key_guards_v1_only(clf: Any) -> None:
         auth = {"Authorization": f"Bearer {key}"}
         assert c.get("/v1/labels", headers=auth).json() == {"labels": LABELS}
         assert c.post("/v1/classify", headers=auth, files={"file": ("a.png", png)}).status_code == 200
-        spec = c.get("/openapi.json").json()
+        spec = c.get("/openapi.json", headers=auth).json()
         assert "HTTPBearer" in spec["components"]["securitySchemes"]
+        assert c.get("/docs", headers=auth).status_code == 200
 
 
 def test_create_app_refuses_nonsense(clf: Any) -> None:

@@ -16,6 +16,7 @@ from imgcls.data.images import ImageLoadError, load_image
 from imgcls.data.seeding import mix_seed, seed_all
 from imgcls.data.sources import DataSplits, Sample
 from imgcls.data.transforms import eval_transform, train_transform
+from imgcls.faults import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +87,24 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """
 
     def __init__(
-        self, num_samples: int, seed: int, weights: torch.Tensor | None = None, *, rank: int = 0, num_replicas: int = 1
+        self,
+        num_samples: int,
+        seed: int,
+        weights: torch.Tensor | None = None,
+        *,
+        rank: int = 0,
+        num_replicas: int = 1,
+        start: tuple[int, int] | None = None,
     ) -> None:
         self.num_samples = num_samples
         self.seed = seed
         self.weights = weights
         self.rank = rank
         self.num_replicas = num_replicas
-        self.epoch = 0
+        # (epoch, samples): resuming mid-epoch, that epoch's order (this rank's slice) starts after the samples
+        # already trained on.
+        self.start = start
+        self.epoch = start[0] if start else 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -110,7 +121,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
         if self.num_replicas > 1 and order:
             padded = len(self) * self.num_replicas
             order = (order * (padded // len(order) + 1))[:padded][self.rank :: self.num_replicas]
-        return iter([(i, self.epoch) for i in order])
+        skip = 0
+        if self.start is not None:
+            if self.start[0] == self.epoch:
+                skip = self.start[1]
+            self.start = None  # only the epoch being resumed is shortened
+        return iter([(i, self.epoch) for i in order[skip:]])
 
 
 def class_counts(samples: Sequence[Sample], num_classes: int) -> torch.Tensor:
@@ -148,6 +164,8 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_scale = crop_scale
         self.balanced = balanced
         self.extra_train: list[Sample] = []  # pseudo-labelled images, replaced between epochs
+        # (epoch, batches of it already trained) when resuming from a checkpoint; set by faults.GracefulStop.
+        self.resume_at: tuple[int, int] | None = None
 
     def _loader(self, samples: Sequence[Sample], transform: Callable, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
@@ -159,6 +177,7 @@ class ImageDataModule(L.LightningDataModule):
             collate_fn=collate_skip_bad,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            worker_init_fn=ignore_stop_signals,
         )
 
     def eval_transform(self) -> Callable:
@@ -173,7 +192,11 @@ class ImageDataModule(L.LightningDataModule):
         # Our sampler splits the data across ranks itself (the Trainer runs with use_distributed_sampler=False).
         trainer = getattr(self, "trainer", None)
         rank, replicas = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = EpochSampler(len(samples), self.seed, weights, rank=rank, num_replicas=replicas)
+        start = None
+        if self.resume_at is not None:  # the first epoch of a resumed run; the loader is made once per fit
+            start = (self.resume_at[0], self.resume_at[1] * self.batch_size)
+            self.resume_at = None
+        sampler = EpochSampler(len(samples), self.seed, weights, rank=rank, num_replicas=replicas, start=start)
         transform = train_transform(self.data_cfg, hflip=self.hflip, crop_scale=self.crop_scale)
         return self._loader(samples, transform, sampler)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageLoadError", "array_to_image", "load_image", "to_rgb"]
+__all__ = ["ERROR_KINDS", "IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageLoadError", "array_to_image", "load_image", "to_rgb"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -59,17 +59,30 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 _WARNINGS_LOCK = threading.Lock()
 
 
+ERROR_KINDS = ("unreadable", "empty", "not_image", "unsupported", "truncated", "corrupt", "too_large")
+"""Values of :attr:`ImageLoadError.kind`: the file cannot be read (missing, a folder, no permission), has no bytes,
+is not an image, is an image format we cannot decode, ends early, is damaged, or has too many pixels."""
+
+MAX_PIXELS = 89_478_485
+"""Most pixels (width x height) of an image we decode: Pillow's own warning limit (~ 9459 x 9459), about 270 MB
+as RGB. The header is checked before any pixel is decoded, so a decompression bomb costs nothing."""
+
+
 class ImageLoadError(ValueError):
     """An image file that cannot be decoded.
 
     Attributes:
         path: The file that failed.
         reason: A short human reason, e.g. ``"truncated image"`` or ``"not an image (HTML page, 312 bytes)"``.
+        kind: What went wrong, for programs: one of :data:`ERROR_KINDS` (``"too_large"``, ``"truncated"`` ...).
     """
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, kind: str = "corrupt") -> None:
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown ImageLoadError kind {kind!r}; expected one of {', '.join(ERROR_KINDS)}")
         self.path = Path(path)
         self.reason = reason
+        self.kind = kind
         super().__init__(f"{path}: {reason}")
 
 
@@ -96,11 +109,11 @@ def load_image(path: str | Path, *, draft: tuple[int, int] | None = None) -> Ima
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageLoadError(path, "file not found") from None
+        raise ImageLoadError(path, "file not found", "unreadable") from None
     except IsADirectoryError:
-        raise ImageLoadError(path, "not a file (a folder)") from None
+        raise ImageLoadError(path, "not a file (a folder)", "unreadable") from None
     except OSError as err:
-        raise ImageLoadError(path, f"cannot read file ({err.strerror or err})") from None
+        raise ImageLoadError(path, f"cannot read file ({err.strerror or err})", "unreadable") from None
     return decode_image(data, path, draft=draft)
 
 
@@ -119,26 +132,38 @@ def decode_image(data: bytes, path: str | Path = "<bytes>", *, draft: tuple[int,
         ImageLoadError: The bytes are empty, not an image, truncated, corrupt or too large.
     """
     if not data:
-        raise ImageLoadError(path, "empty file (0 bytes)")
+        raise ImageLoadError(path, "empty file (0 bytes)", "empty")
     try:
         with _WARNINGS_LOCK, warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its pixel limit; a dataset should not hold such files.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > MAX_PIXELS:  # from the header alone: nothing decoded, nothing allocated yet
+            raise ImageLoadError(
+                path,
+                f"image too large ({width:,} x {height:,} pixels; the limit is {MAX_PIXELS:,}: decompression bomb limit)",
+                "too_large",
+            )
         if draft is not None and img.format == "JPEG":
             # Pillow picks the largest 1/2^k scale that keeps both sides >= draft: a no-op below 2x.
             img.draft(img.mode, draft)
         img.load()
+    except ImageLoadError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageLoadError(path, "image too large (decompression bomb limit)") from None
+        raise ImageLoadError(path, "image too large (decompression bomb limit)", "too_large") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(path, _unidentified_reason(data)) from None
+        reason = _unidentified_reason(data)
+        kind = next((k for k in ("unsupported", "corrupt") if reason.startswith(k)), "not_image")
+        raise ImageLoadError(path, reason, kind) from None
     except Exception as err:  # Pillow's plugins raise OSError, SyntaxError, ValueError, EOFError, struct.error...
-        raise ImageLoadError(path, _decode_failure_reason(err, data)) from None
+        reason = _decode_failure_reason(err, data)
+        raise ImageLoadError(path, reason, "truncated" if reason == "truncated image" else "corrupt") from None
     try:
         return to_rgb(img)
     except Exception as err:  # an odd mode or EXIF block must still come back as one bad file
-        raise ImageLoadError(path, str(err) or type(err).__name__) from None
+        raise ImageLoadError(path, str(err) or type(err).__name__, "unsupported") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

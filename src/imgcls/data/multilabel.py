@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from imgcls.data.sources import DataError, DataSplits, Sample
+from imgcls.data.sources import DataError, DataSplits, Sample, check_inside_root
 
 MANIFEST_NAME = "labels.csv"
 RARE_LABEL_COUNT = 5
@@ -44,7 +44,9 @@ def manifest_path(ref: str | Path) -> Path:
     return path
 
 
-def read_multilabel(ref: str | Path) -> tuple[list[str], dict[str, list[tuple[Path, tuple[str, ...]]]]]:
+def read_multilabel(
+    ref: str | Path, *, allow_outside_root: bool = False
+) -> tuple[list[str], dict[str, list[tuple[Path, tuple[str, ...]]]]]:
     """Parse a multi-label manifest into the class list and (path, label names) rows per split."""
     path = manifest_path(ref)
     base = path.parent
@@ -97,7 +99,9 @@ def read_multilabel(ref: str | Path) -> tuple[list[str], dict[str, list[tuple[Pa
                 names.update(columns[i] for i in class_cols)
             names.update(labels)
             image = Path(cells[path_col]).expanduser()
-            rows.setdefault(split, []).append((image if image.is_absolute() else base / image, labels))
+            image = image if image.is_absolute() else base / image
+            check_inside_root(image, path, line, allow_outside_root)
+            rows.setdefault(split, []).append((image, labels))
     if not rows:
         raise DataError(f"{path}: the manifest lists no images")
     if "train" not in rows:
@@ -105,9 +109,11 @@ def read_multilabel(ref: str | Path) -> tuple[list[str], dict[str, list[tuple[Pa
     return sorted(names), rows
 
 
-def discover_multilabel(ref: str | Path, *, val_fraction: float = 0.1, seed: int = 0) -> DataSplits:
+def discover_multilabel(
+    ref: str | Path, *, val_fraction: float = 0.1, seed: int = 0, allow_outside_root: bool = False
+) -> DataSplits:
     """Multi-label splits; without val rows, a seeded random `val_fraction` of train is held out."""
-    classes, rows = read_multilabel(ref)
+    classes, rows = read_multilabel(ref, allow_outside_root=allow_outside_root)
     if len(classes) < 2:
         raise DataError(f"{manifest_path(ref)}: found {len(classes)} label(s); a classifier needs at least two")
     index = {name: i for i, name in enumerate(classes)}

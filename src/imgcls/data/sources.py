@@ -46,6 +46,23 @@ class DataError(ValueError):
     """A problem with a dataset that must be fixed before training; the message names the path and the fix."""
 
 
+def check_inside_root(image: Path, csv_path: Path, line: int, allow_outside_root: bool) -> None:
+    """Refuse a manifest row whose image lies outside the CSV's folder (``../../etc/passwd``, ``/home/...``).
+
+    A manifest is often downloaded with a dataset; it must not make training, evaluation or the check read (and
+    report on, or hash) arbitrary files. Symbolic links are followed, so a link out of the folder is refused too.
+    """
+    if allow_outside_root:
+        return
+    root = csv_path.parent.resolve()
+    if not image.resolve().is_relative_to(root):
+        raise DataError(
+            f"{csv_path}: line {line}: path {str(image)!r} is outside the data root {root}; a manifest may only "
+            "list images under its own folder. If you trust this manifest, pass --allow-outside-root "
+            "(Python: allow_outside_root=True)"
+        )
+
+
 @dataclass(frozen=True)
 class Sample:
     """One labelled image.
@@ -95,7 +112,9 @@ class DataSplits:
         return result
 
 
-def discover(ref: str | Path, *, val_fraction: float = 0.1, seed: int = 0) -> DataSplits:
+def discover(
+    ref: str | Path, *, val_fraction: float = 0.1, seed: int = 0, allow_outside_root: bool = False
+) -> DataSplits:
     """Find the images and labels of a dataset and split them into train, val and test.
 
     Args:
@@ -106,6 +125,7 @@ def discover(ref: str | Path, *, val_fraction: float = 0.1, seed: int = 0) -> Da
             val (at least one image of any class with two or more); 0 means no validation split.
         seed: Seed of that split. The split depends only on the file names, the seed and the
             fraction, never on the order the filesystem lists files in.
+        allow_outside_root: let a CSV manifest list images outside its own folder.
 
     Returns:
         The splits; samples are sorted by label, then path.
@@ -118,7 +138,7 @@ def discover(ref: str | Path, *, val_fraction: float = 0.1, seed: int = 0) -> Da
         raise DataError(f"val_fraction must be in [0, 1); got {val_fraction}")
     path = _resolve(ref)
     if path.is_file():
-        by_split = _read_manifest(path)
+        by_split = _read_manifest(path, allow_outside_root=allow_outside_root)
     else:
         by_split = _scan_dataset_folder(path)
 
@@ -150,7 +170,9 @@ def discover(ref: str | Path, *, val_fraction: float = 0.1, seed: int = 0) -> Da
     return splits
 
 
-def load_labeled(ref: str | Path, classes: list[str], *, split: str = "auto") -> list[Sample]:
+def load_labeled(
+    ref: str | Path, classes: list[str], *, split: str = "auto", allow_outside_root: bool = False
+) -> list[Sample]:
     """Load labelled images to evaluate a trained model whose class list is ``classes``.
 
     Args:
@@ -170,7 +192,7 @@ def load_labeled(ref: str | Path, classes: list[str], *, split: str = "auto") ->
         raise DataError(f"split must be one of auto, all, train, val, test; got {split!r}")
     path = _resolve(ref)
     if path.is_file():
-        by_split = _read_manifest(path, require_train=False)
+        by_split = _read_manifest(path, require_train=False, allow_outside_root=allow_outside_root)
     else:
         split_dirs = _split_dirs(path, _visible_subdirs(path))
         if split_dirs is None:
@@ -325,7 +347,7 @@ def _visible_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
 
 
-def _read_manifest(csv_path: Path, *, require_train: bool = True) -> _BySplit:
+def _read_manifest(csv_path: Path, *, require_train: bool = True, allow_outside_root: bool = False) -> _BySplit:
     """Read a ``path,label[,split]`` CSV; paths are relative to the CSV's folder."""
     base = csv_path.parent
     by_split: _BySplit = {}
@@ -334,6 +356,7 @@ def _read_manifest(csv_path: Path, *, require_train: bool = True) -> _BySplit:
     for line, row in _manifest_rows(csv_path):
         image = Path(row["path"]).expanduser()
         image = image if image.is_absolute() else base / image
+        check_inside_root(image, csv_path, line, allow_outside_root)
         split_name = _CSV_SPLITS.get(row.get("split", "").strip().lower() or "train")
         if split_name is None:
             raise DataError(
