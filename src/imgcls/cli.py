@@ -332,7 +332,12 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
-    clf = Classifier.load(args.model, backend=args.backend, token=args.token)
+    # `zeroshot` hands over a Classifier it built; the verb otherwise loads a package.
+    clf = (
+        args.model
+        if isinstance(args.model, Classifier)
+        else Classifier.load(args.model, backend=args.backend, token=args.token)
+    )
     files = expand_inputs(args.images)
     if not files:
         parser.error("no images found in " + " ".join(args.images))
@@ -579,6 +584,93 @@ def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _add_zeroshot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "zeroshot",
+        help="classify images by label names alone, with CLIP (no training images)",
+        description="Zero-shot classification: CLIP scores each image against prompts made from the labels "
+        "(an ensemble of templates by default), softmax over the labels. --out saves it as a model package that "
+        "predict, evaluate, serve, demo, export and push take like any other.",
+    )
+    p.add_argument("images", nargs="*", help="image files, folders or glob patterns to classify (optional with --out)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="CLIP model: a folder with open_clip_config.json + weights, hf-hub:ORG/NAME (online), or an open_clip "
+        "name with --pretrained",
+    )
+    p.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint file, for a model name")
+    p.add_argument(
+        "--labels",
+        required=True,
+        help="'cat,dog,向日葵', a text file with one label per line, or a folder of class folders; an entry may be "
+        "'name: description'",
+    )
+    p.add_argument(
+        "--template",
+        dest="templates",
+        action="append",
+        help="prompt template with {} for the label (repeat for an ensemble; default: eight templates)",
+    )
+    p.add_argument("--out", type=Path, help="save the zero-shot classifier as a model package in this folder")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_zeroshot)
+
+
+def cmd_zeroshot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.predict import Classifier
+
+    if not args.images and args.out is None:
+        parser.error("zeroshot: give IMAGES to classify, --out to save the classifier, or both")
+    clf = Classifier.zero_shot(
+        args.model, args.labels, templates=args.templates, pretrained=args.pretrained, out=args.out
+    )
+    if args.out is not None:
+        print(f"zero-shot model package written to {args.out} ({len(clf.labels)} labels)", file=sys.stderr)
+    if not args.images:
+        return 0
+    args.model, args.out, args.workers, args.backend, args.token = clf, None, None, "torch", None
+    return cmd_predict(args, parser)
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="write image embeddings (pre-logits features) to a Parquet file",
+        description="Embed images with a model package, a timm model (pretrained weights) or a CLIP image tower "
+        "(open_clip:REF or a folder with open_clip_config.json). Streams batches into OUT (columns path, "
+        "embedding); unreadable files are listed and skipped.",
+    )
+    p.add_argument("model", help="model package folder, hf:// or git+ ref, timm model name, or CLIP model")
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", type=Path, required=True, help="Parquet file to write, e.g. emb.parquet")
+    p.add_argument("--weights", help="timm names: a local weights file or folder instead of the published weights")
+    p.add_argument("--img-size", type=int, help="timm names: input size")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.embeddings import embed_files, load_backbone
+    from imgcls.predict import expand_inputs
+
+    files = expand_inputs(args.images)
+    if not files:
+        parser.error("no images found in " + " ".join(args.images))
+    backbone = load_backbone(args.model, weights=args.weights, img_size=args.img_size)
+    result = embed_files(
+        backbone, files, args.out, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress
+    )
+    for path in result.skipped:
+        print(f"error {path}: could not be read; skipped", file=sys.stderr)
+    print(f"{result.count} embedding(s) of size {result.dim} written to {result.out}", file=sys.stderr)
+    return 1 if result.skipped else 0
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list model names (timm's plus lenet5 and alexnet)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*' or '*vit*'")
@@ -625,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgcls",
         description="Image classification: check data, fine-tune, evaluate, compare, predict, export, serve, demo, "
-        "push and pull model packages.",
+        "push and pull model packages; zero-shot with CLIP; embeddings.",
         epilog="Quick start: imgcls train digits --model resnet18 --img-size 32 --hflip 0",
     )
     parser.add_argument("--version", action="version", version=f"imgcls {__version__}")
@@ -642,6 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_push,
         _add_pull,
         _add_check,
+        _add_zeroshot,
+        _add_embed,
         _add_models,
         _add_data,
     ):

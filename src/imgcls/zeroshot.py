@@ -216,7 +216,8 @@ def load_clip(ref: str | Path, pretrained: str | None = None) -> ClipModel:
         model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
         tokenizer = open_clip.get_tokenizer(name)
         model_cfg = copy.deepcopy(open_clip.get_model_config(name))
-    except (OSError, RuntimeError, ValueError) as err:  # offline hub, missing file, weights that do not fit
+    # open_clip raises all of these: offline hub, missing file, weights that do not fit (some checks are asserts).
+    except (OSError, RuntimeError, ValueError, KeyError, AssertionError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsError(
             f"{ref}: could not load the CLIP model ({type(err).__name__}: {first}). Without network access, "
@@ -233,7 +234,9 @@ def load_clip(ref: str | Path, pretrained: str | None = None) -> ClipModel:
 
 
 @torch.inference_mode()
-def encode_labels(clip: ClipModel, labels: Sequence[Label], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def encode_labels(
+    clip: ClipModel, labels: Sequence[Label], templates: Sequence[str], batch_size: int = 256
+) -> torch.Tensor:
     """(num_labels, embed_dim) unit vectors: each label's prompt embeddings, normalised, averaged, normalised."""
     prompts = [label.prompts(templates) for label in labels]
     flat = [p for group in prompts for p in group]
@@ -315,7 +318,9 @@ def zero_shot_package(
     info = {
         "zero_shot": {
             "clip": str(ref),
-            "pretrained": Path(clip.pretrained).name if clip.pretrained and Path(clip.pretrained).is_file() else clip.pretrained,
+            "pretrained": Path(clip.pretrained).name
+            if clip.pretrained and Path(clip.pretrained).is_file()
+            else clip.pretrained,
             "templates": templates,
             "descriptions": {label.name: label.description for label in parsed if label.description},
             "logit_scale": round(clip.logit_scale, 6),
