@@ -83,9 +83,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--pseudo-start", type=int, default=d.pseudo_start, help="self-training: first epoch whose end relabels"
     )
+    g = p.add_argument_group("few-shot heads (frozen backbone, fitted in seconds)")
+    g.add_argument(
+        "--head",
+        choices=["finetune", "linear-probe", "knn"],
+        default=d.head,
+        help="linear-probe: logistic regression on the --model's embeddings; knn: nearest-neighbour vote",
+    )
+    g.add_argument("--knn-k", type=int, default=d.knn_k, help="knn: neighbours that vote")
+    g.add_argument("--probe-c", type=float, default=d.probe_c, help="linear-probe: inverse regularisation strength")
     g = p.add_argument_group("model")
     g.add_argument(
-        "--model", default=d.model, help="timm model name, hf-hub:ORG/NAME, lenet5 or alexnet (see `imgcls models`)"
+        "--model",
+        default=d.model,
+        help="timm model name, hf-hub:ORG/NAME, lenet5 or alexnet (see `imgcls models`); with --head also a model "
+        "package or a CLIP model (open_clip:REF, or a folder with open_clip_config.json)",
     )
     g.add_argument(
         "--pretrained",

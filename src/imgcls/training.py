@@ -271,6 +271,10 @@ def train(
         report.write_json(run_dir / "data_check.json")
         console.print(report.summary())
     config.save(run_dir / "config.yaml")
+    if config.head != "finetune":  # few-shot: a head fitted on frozen embeddings, no Lightning loop
+        from imgcls.fewshot import fit_head
+
+        return fit_head(config, splits, run_dir)
 
     labels = splits.classes
     model = create_model(

@@ -4,7 +4,7 @@ Importing this package registers ``lenet5``, ``alexnet`` and ``imgcls_clip`` (a 
 ``timm.create_model("local-dir:PATH", pretrained=True)`` work for them as for any timm model.
 """
 
-from . import _alexnet, _clip, _lenet  # noqa: F401  (registers the models with timm)
+from . import _alexnet, _clip, _knn, _lenet  # noqa: F401  (registers the models with timm)
 from ._alexnet import AlexNet
 from ._data_config import data_config
 from ._factory import WeightsError, create_model, list_models
