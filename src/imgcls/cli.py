@@ -571,12 +571,24 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
         help="find corrupt files, duplicates, leakage and imbalance in a dataset",
-        description="Decode every image; list unreadable files, class counts, exact duplicates (also across splits) in data_check.json.",
+        description="Decode every image; list unreadable files, class counts, exact duplicates (also across splits) "
+        "and, with --near-duplicates, images whose embeddings are nearly the same, in data_check.json.",
     )
     p.add_argument("data", help="folder of class subfolders, CSV manifest or built-in name")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("data_check.json"), help="where to write the JSON report")
+    p.add_argument(
+        "--near-duplicates",
+        action="store_true",
+        help="also find near-duplicate images (cosine similarity of embeddings), across splits and within one",
+    )
+    p.add_argument(
+        "--embed-model",
+        help="model for --near-duplicates: timm name (pretrained weights), model package or CLIP model "
+        "(default: mobilenetv3_small_100.lamb_in1k)",
+    )
+    p.add_argument("--similarity", type=float, default=0.95, help="least cosine similarity of a near-duplicate pair")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_check)
 
@@ -588,10 +600,25 @@ def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from imgcls.data.sources import discover
 
     splits = discover(args.data, val_fraction=args.val_fraction, seed=args.seed)
-    _, report = check_splits(splits, progress=args.progress)
+    clean, report = check_splits(splits, progress=args.progress)
+    if args.near_duplicates:
+        from imgcls.data.near_duplicates import DEFAULT_EMBED_MODEL, find_near_duplicates
+
+        if not 0.0 < args.similarity <= 1.0:
+            parser.error("--similarity must be in (0, 1]")
+        find_near_duplicates(
+            clean,
+            report,
+            model=args.embed_model or DEFAULT_EMBED_MODEL,
+            similarity=args.similarity,
+            progress=args.progress,
+        )
+    elif args.embed_model:
+        parser.error("--embed-model is for --near-duplicates")
     report.write_json(args.out)
     console = Console()
-    console.print(report.summary())
+    # markup=False: "[train]" in the summary is text, not a Rich style tag (which would be dropped).
+    console.print(report.summary(), markup=False, highlight=False)
     console.print(f"report written to {args.out}")
     return 0
 
