@@ -204,3 +204,29 @@ def test_cli_zeroshot_predicts_and_saves(tiny_clip: Path, tmp_path: Path, image_
 
     bad = subprocess.run([*cmd[:5], str(tmp_path), "--labels", "a,b", str(images[0])], capture_output=True, text=True)
     assert bad.returncode == 2 and "imgcls zeroshot: error:" in bad.stderr and "open_clip_config.json" in bad.stderr
+
+
+def test_zero_shot_package_is_served_over_http(tiny_clip: Path, tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
+    from serve_fixtures import image_bytes, running_server
+
+    from imgcls.serve import create_app, load_classifier
+
+    package = tmp_path / "zs"
+    Classifier.zero_shot(tiny_clip, LABELS, out=package)
+    clf = load_classifier(package, backend="torch")
+    if getattr(clf.backend, "bf16", False):
+        clf.backend.bf16 = False  # the comparison below is at fp32 precision
+    png = image_bytes((200, 120, 40), size=(45, 37))
+    with running_server(create_app(clf)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/v1/labels").json()["labels"] == ["cat", "dog", "向日葵", "zebra"]
+        response = client.post("/v1/classify", files={"file": ("x.png", png, "image/png")})
+    assert response.status_code == 200, response.text
+    served = response.json()["predictions"][0]["top"]
+    import io
+
+    offline = clf(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert [t["label"] for t in served] == [t["label"] for t in offline]
+    assert [t["score"] for t in served] == pytest.approx([t["score"] for t in offline], abs=1e-5)
