@@ -100,8 +100,14 @@ def fit_head(config: TrainConfig, splits: DataSplits, run_dir: Path) -> Any:
     if config.head not in HEADS[1:]:
         raise ConfigError(f"head: {config.head!r} is not one of {', '.join(HEADS[1:])}")
     started = time.perf_counter()
+    # Embedding is the only heavy step: run it on the GPU when training would; fitting and saving happen on the CPU.
+    use_gpu = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     backbone = load_backbone(
-        config.model, pretrained=config.pretrained, weights=config.weights, img_size=config.img_size
+        config.model,
+        pretrained=config.pretrained,
+        weights=config.weights,
+        img_size=config.img_size,
+        device="cuda" if use_gpu else "cpu",
     )
     if backbone.kind == "timm" and not (config.pretrained or config.weights):
         console.print(
@@ -124,6 +130,7 @@ def fit_head(config: TrainConfig, splits: DataSplits, run_dir: Path) -> Any:
         f"({len(labels)} classes); run folder {run_dir}"
     )
     train_emb, kept = embed_samples(backbone, splits.train, description="embedding train", **common)
+    backbone.model.cpu()
     targets = torch.tensor([splits.train[i].label for i in kept])
     missing = sorted(set(range(len(labels))) - set(targets.tolist()))
     if missing:
