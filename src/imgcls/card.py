@@ -114,25 +114,34 @@ def model_card(config: dict[str, Any], *, ref: str | None = None) -> str:
     if ref and ref.startswith("hf://"):
         parts += ["For a private repository pass `token=...` or log in with `hf auth login` first.", ""]
     parts += [
-        "Plain timm loads the folder too (import imgcls first for lenet5/alexnet):",
+        "Plain timm loads the folder too (import imgcls first for lenet5, alexnet and imgcls_clip):",
         "",
         "```python",
         "import timm",
         'model = timm.create_model("local-dir:PATH_TO_THIS_FOLDER", pretrained=True)',
         "```",
         "",
-        "## Training",
-        "",
-        f"- architecture: `{arch}`",
-        f"- started from: {training.get('init', 'random initialisation')}",
-        f"- data: {_dataset_name(training.get('data')) if training.get('data') else '?'}",
-        f"- training images: {training.get('train_images', '?')}, validation images: {training.get('val_images', '?')}",
-        f"- epochs: {training.get('epochs', '?')}, best epoch: {training.get('best_epoch', '?')}",
-        f"- precision: {training.get('precision', '?')}",
-        f"- input: {pcfg.get('input_size')}, mean {pcfg.get('mean')}, std {pcfg.get('std')}, "
-        f"crop_pct {pcfg.get('crop_pct')}, {pcfg.get('interpolation')} interpolation",
-        "",
     ]
+    input_line = (
+        f"- input: {pcfg.get('input_size')}, mean {pcfg.get('mean')}, std {pcfg.get('std')}, "
+        f"crop_pct {pcfg.get('crop_pct')}, {pcfg.get('interpolation')} interpolation"
+    )
+    zero_shot = info.get("zero_shot")
+    if zero_shot:  # nothing was trained: say what it was built from instead
+        parts += [*_zero_shot_section(zero_shot), f"- architecture: `{arch}`", input_line, ""]
+    else:
+        parts += [
+            "## Training",
+            "",
+            f"- architecture: `{arch}`",
+            f"- started from: {training.get('init', 'random initialisation')}",
+            f"- data: {_dataset_name(training.get('data')) if training.get('data') else '?'}",
+            f"- training images: {training.get('train_images', '?')}, validation images: {training.get('val_images', '?')}",
+            f"- epochs: {training.get('epochs', '?')}, best epoch: {training.get('best_epoch', '?')}",
+            f"- precision: {training.get('precision', '?')}",
+            input_line,
+            "",
+        ]
     if evaluation:
         rows = [(k, _fmt(v)) for k, v in evaluation.items()]
         parts += ["## Evaluation", "", _table(rows), ""]
@@ -140,6 +149,24 @@ def model_card(config: dict[str, Any], *, ref: str | None = None) -> str:
         parts += [f"Scores are calibrated with temperature {info['temperature']} (fitted on validation images).", ""]
     parts += ["## Limitations", "", *_limitations(labels, training, evaluation, pcfg), ""]
     return "\n".join(parts)
+
+
+def _zero_shot_section(zero_shot: dict[str, Any]) -> list[str]:
+    """How a zero-shot package came about: no training images, only the CLIP model and the prompts."""
+    lines = [
+        "## Zero-shot",
+        "",
+        f"No training images: CLIP (`{zero_shot.get('clip')}`"
+        + (f", weights `{zero_shot['pretrained']}`" if zero_shot.get("pretrained") else "")
+        + ") scores each image against text prompts made from the labels; the score is a softmax over the labels.",
+        "",
+        "Prompt templates (averaged per label): " + "; ".join(f"`{t}`" for t in zero_shot.get("templates", [])),
+        "",
+    ]
+    if zero_shot.get("descriptions"):
+        lines += ["Label descriptions used in the prompts:", ""]
+        lines += [f"- `{name}`: {text}" for name, text in zero_shot["descriptions"].items()] + [""]
+    return lines
 
 
 def _limitations(

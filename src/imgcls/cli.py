@@ -83,9 +83,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--pseudo-start", type=int, default=d.pseudo_start, help="self-training: first epoch whose end relabels"
     )
+    g = p.add_argument_group("few-shot heads (frozen backbone, fitted in seconds)")
+    g.add_argument(
+        "--head",
+        choices=["finetune", "linear-probe", "knn"],
+        default=d.head,
+        help="linear-probe: logistic regression on the --model's embeddings; knn: nearest-neighbour vote",
+    )
+    g.add_argument("--knn-k", type=int, default=d.knn_k, help="knn: neighbours that vote")
+    g.add_argument("--probe-c", type=float, default=d.probe_c, help="linear-probe: inverse regularisation strength")
     g = p.add_argument_group("model")
     g.add_argument(
-        "--model", default=d.model, help="timm model name, hf-hub:ORG/NAME, lenet5 or alexnet (see `imgcls models`)"
+        "--model",
+        default=d.model,
+        help="timm model name, hf-hub:ORG/NAME, lenet5 or alexnet (see `imgcls models`); with --head also a model "
+        "package or a CLIP model (open_clip:REF, or a folder with open_clip_config.json)",
     )
     g.add_argument(
         "--pretrained",
@@ -426,7 +438,12 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         parser.error("--top-k must be at least 1")
     if args.out is not None and args.out.suffix == ".parquet":
         return cmd_predict_parquet(args, parser)
-    clf = Classifier.load(args.model, backend=args.backend, token=args.token)
+    # `zeroshot` hands over a Classifier it built; the verb otherwise loads a package.
+    clf = (
+        args.model
+        if isinstance(args.model, Classifier)
+        else Classifier.load(args.model, backend=args.backend, token=args.token)
+    )
     files = expand_inputs(args.images)
     if not files:
         parser.error("no images found in " + " ".join(args.images))
@@ -648,7 +665,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
         help="find corrupt files, duplicates, leakage and imbalance in a dataset",
-        description="Decode every image; list unreadable files, class counts, exact duplicates (also across splits) in data_check.json.",
+        description="Decode every image; list unreadable files, class counts, exact duplicates (also across splits) "
+        "and, with --near-duplicates, images whose embeddings are nearly the same, in data_check.json.",
     )
     p.add_argument("data", help="folder of class subfolders, CSV manifest or built-in name")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -657,6 +675,17 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--allow-outside-root", action="store_true", help="let a CSV manifest list images outside its own folder"
     )
+    p.add_argument(
+        "--near-duplicates",
+        action="store_true",
+        help="also find near-duplicate images (cosine similarity of embeddings), across splits and within one",
+    )
+    p.add_argument(
+        "--embed-model",
+        help="model for --near-duplicates: timm name (pretrained weights), model package or CLIP model "
+        "(default: mobilenetv3_small_100.lamb_in1k)",
+    )
+    p.add_argument("--similarity", type=float, default=0.95, help="least cosine similarity of a near-duplicate pair")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_check)
 
@@ -670,10 +699,25 @@ def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     splits = discover(
         args.data, val_fraction=args.val_fraction, seed=args.seed, allow_outside_root=args.allow_outside_root
     )
-    _, report = check_splits(splits, progress=args.progress)
+    clean, report = check_splits(splits, progress=args.progress)
+    if args.near_duplicates:
+        from imgcls.data.near_duplicates import DEFAULT_EMBED_MODEL, find_near_duplicates
+
+        if not 0.0 < args.similarity <= 1.0:
+            parser.error("--similarity must be in (0, 1]")
+        find_near_duplicates(
+            clean,
+            report,
+            model=args.embed_model or DEFAULT_EMBED_MODEL,
+            similarity=args.similarity,
+            progress=args.progress,
+        )
+    elif args.embed_model:
+        parser.error("--embed-model is for --near-duplicates")
     report.write_json(args.out)
     console = Console()
-    console.print(report.summary())
+    # markup=False: "[train]" in the summary is text, not a Rich style tag (which would be dropped).
+    console.print(report.summary(), markup=False, highlight=False)
     console.print(f"report written to {args.out}")
     return 0
 
@@ -710,6 +754,93 @@ def cmd_shard(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"{name}: {split['count']:,} images in {len(split['shards'])} shard(s), {total / 1e6:,.1f} MB")
     print(f"manifest: {args.out / 'manifest.json'}")
     return 0
+
+
+def _add_zeroshot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "zeroshot",
+        help="classify images by label names alone, with CLIP (no training images)",
+        description="Zero-shot classification: CLIP scores each image against prompts made from the labels "
+        "(an ensemble of templates by default), softmax over the labels. --out saves it as a model package that "
+        "predict, evaluate, serve, demo, export and push take like any other.",
+    )
+    p.add_argument("images", nargs="*", help="image files, folders or glob patterns to classify (optional with --out)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="CLIP model: a folder with open_clip_config.json + weights, hf-hub:ORG/NAME (online), or an open_clip "
+        "name with --pretrained",
+    )
+    p.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint file, for a model name")
+    p.add_argument(
+        "--labels",
+        required=True,
+        help="'cat,dog,向日葵', a text file with one label per line, or a folder of class folders; an entry may be "
+        "'name: description'",
+    )
+    p.add_argument(
+        "--template",
+        dest="templates",
+        action="append",
+        help="prompt template with {} for the label (repeat for an ensemble; default: eight templates)",
+    )
+    p.add_argument("--out", type=Path, help="save the zero-shot classifier as a model package in this folder")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_zeroshot)
+
+
+def cmd_zeroshot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.predict import Classifier
+
+    if not args.images and args.out is None:
+        parser.error("zeroshot: give IMAGES to classify, --out to save the classifier, or both")
+    clf = Classifier.zero_shot(
+        args.model, args.labels, templates=args.templates, pretrained=args.pretrained, out=args.out
+    )
+    if args.out is not None:
+        print(f"zero-shot model package written to {args.out} ({len(clf.labels)} labels)", file=sys.stderr)
+    if not args.images:
+        return 0
+    args.model, args.out, args.workers, args.backend, args.token = clf, None, None, "torch", None
+    return cmd_predict(args, parser)
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="write image embeddings (pre-logits features) to a Parquet file",
+        description="Embed images with a model package, a timm model (pretrained weights) or a CLIP image tower "
+        "(open_clip:REF or a folder with open_clip_config.json). Streams batches into OUT (columns path, "
+        "embedding); unreadable files are listed and skipped.",
+    )
+    p.add_argument("model", help="model package folder, hf:// or git+ ref, timm model name, or CLIP model")
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", type=Path, required=True, help="Parquet file to write, e.g. emb.parquet")
+    p.add_argument("--weights", help="timm names: a local weights file or folder instead of the published weights")
+    p.add_argument("--img-size", type=int, help="timm names: input size")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from imgcls.embeddings import embed_files, load_backbone
+    from imgcls.predict import expand_inputs
+
+    files = expand_inputs(args.images)
+    if not files:
+        parser.error("no images found in " + " ".join(args.images))
+    backbone = load_backbone(args.model, weights=args.weights, img_size=args.img_size)
+    result = embed_files(
+        backbone, files, args.out, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress
+    )
+    for path in result.skipped:
+        print(f"error {path}: could not be read; skipped", file=sys.stderr)
+    print(f"{result.count} embedding(s) of size {result.dim} written to {result.out}", file=sys.stderr)
+    return 1 if result.skipped else 0
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -758,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgcls",
         description="Image classification: check data, fine-tune, evaluate, compare, predict, export, serve, demo, "
-        "push and pull model packages.",
+        "push and pull model packages; zero-shot with CLIP; embeddings.",
         epilog="Quick start: imgcls train digits --model resnet18 --img-size 32 --hflip 0",
     )
     parser.add_argument("--version", action="version", version=f"imgcls {__version__}")
@@ -776,6 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_pull,
         _add_check,
         _add_shard,
+        _add_zeroshot,
+        _add_embed,
         _add_models,
         _add_data,
     ):

@@ -15,6 +15,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed")
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("random", "balanced")
 STRATEGIES = ("auto", "ddp", "fsdp")
+HEADS = ("finetune", "linear-probe", "knn")
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,12 @@ class TrainConfig:
     """At most this many pseudo-labelled images per labelled training image (the most confident kept)."""
     pseudo_start: int = 1
     """Self-training (no teacher): relabel at the end of each epoch from this many epochs on."""
+    head: str = "finetune"
+    """`finetune` trains the network; `linear-probe` (logistic regression) or `knn` fit a head on frozen embeddings."""
+    knn_k: int = 5
+    """`knn` head: how many nearest training images vote."""
+    probe_c: float = 1.0
+    """`linear-probe` head: inverse L2 regularisation strength of the logistic regression."""
     data: str = "digits"
     """A folder of class subfolders, a CSV manifest (path,label) or a built-in dataset name."""
     model: str = "resnet18"
@@ -143,6 +150,14 @@ class TrainConfig:
             raise ConfigError(f"pseudo_threshold: {self.pseudo_threshold} must be in (0, 1]")
         if self.pseudo_share < 0:
             raise ConfigError(f"pseudo_share: {self.pseudo_share} must be >= 0")
+        if self.head not in HEADS:
+            raise ConfigError(f"head: {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.head != "finetune" and (self.task == "multilabel" or self.teacher or self.unlabeled):
+            raise ConfigError(f"head: {self.head} is for multiclass data without --teacher or --unlabeled")
+        if self.knn_k < 1:
+            raise ConfigError(f"knn_k: {self.knn_k} must be at least 1")
+        if self.probe_c <= 0:
+            raise ConfigError(f"probe_c: {self.probe_c} must be positive")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.class_weights not in CLASS_WEIGHTS:

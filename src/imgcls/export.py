@@ -108,17 +108,24 @@ def export_onnx(
 
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".export-") as tmp:
         tmp_onnx = Path(tmp) / ONNX_NAME
+        # The fused attention fast path of nn.MultiheadAttention (CLIP towers use it) has no ONNX symbolic; the
+        # plain path computes the same thing in exportable operators.
+        fastpath = torch.backends.mha.get_fastpath_enabled()
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(
-                model,
-                batch[:1],
-                str(tmp_onnx),
-                dynamo=False,  # one self-contained file; the dynamo exporter splits weights into .onnx.data
-                opset_version=opset,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            )
+            torch.backends.mha.set_fastpath_enabled(False)
+            try:
+                torch.onnx.export(
+                    model,
+                    batch[:1],
+                    str(tmp_onnx),
+                    dynamo=False,  # one self-contained file; the dynamo exporter splits weights into .onnx.data
+                    opset_version=opset,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                )
+            finally:
+                torch.backends.mha.set_fastpath_enabled(fastpath)
             reference = model(batch).float()
         onnx_logits = OnnxBackend(tmp_onnx)(batch)
         check = {

@@ -146,6 +146,41 @@ class Classifier:
         # lazy: with the ONNX backend the PyTorch network is never built (nor torch and timm imported)
         return cls(load_package(ref, device=device, token=token, lazy=True), device=device, backend=backend)
 
+    @classmethod
+    def zero_shot(
+        cls,
+        clip: str | Path,
+        labels: str | Path | Sequence[str],
+        *,
+        templates: Sequence[str] | None = None,
+        pretrained: str | None = None,
+        out: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+    ) -> Classifier:
+        """A zero-shot classifier: CLIP matches each image with the labels' text, no training images needed.
+
+        ```python
+        clf = Classifier.zero_shot("models/clip-vit-b-32", ["cat", "dog", "zebra: a horse with black and white stripes"])
+        ```
+
+        Args:
+            clip: a folder with `open_clip_config.json` and weights, `hf-hub:ORG/NAME` (online), or an open_clip
+                model name with `pretrained` (a tag or a local checkpoint file).
+            labels: names, `name: description` entries, a comma-separated string, a text file (one per line) or a
+                folder of class folders (its class names).
+            templates: prompt templates, each with one `{}` for the label (default: an ensemble of eight).
+            pretrained: open_clip pretrained tag or checkpoint file, when `clip` is a model name.
+            out: also save the model package here (then predict/evaluate/serve/demo/push take the folder).
+            device: where the torch backend runs.
+            backend: `torch`, `onnx` (after `imgcls export OUT`) or `auto`.
+        """
+        from imgcls.zeroshot import zero_shot_package
+
+        package = zero_shot_package(clip, labels, templates=templates, pretrained=pretrained, out=out)
+        package.model.to(device)
+        return cls(package, device=device, backend=backend)
+
     @property
     def task(self) -> str:
         return self.package.task

@@ -308,10 +308,15 @@ def train(
         if zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             report.write_json(run_dir / "data_check.json")
-            console.print(report.summary())
+            # markup=False: "[train]" in the summary is text, not a Rich style tag
+            console.print(report.summary(), markup=False, highlight=False)
     if zero:
         config.save(run_dir / "config.yaml")
         os.environ[_RUN_DIR_ENV] = str(run_dir)
+    if config.head != "finetune":  # few-shot: a head fitted on frozen embeddings, no Lightning loop
+        from imgcls.fewshot import fit_head
+
+        return fit_head(config, splits, run_dir)
 
     labels = splits.classes
     model = create_model(

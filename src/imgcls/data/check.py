@@ -43,6 +43,11 @@ class CheckReport:
         conflicting_labels: Duplicate groups whose copies carry different labels, each
             ``{"paths": [...], "labels": [...]}`` with one class name per path.
         imbalance_ratio: Images in the largest training class divided by those in the smallest.
+        near_duplicates: With ``--near-duplicates``: pairs of images whose embeddings are at least the threshold
+            similar (and not byte-identical), each ``{"paths": [a, b], "splits": [...], "similarity": s}``, most
+            similar first.
+        cross_split_near_duplicates: The near-duplicate pairs whose images sit in different splits (leakage).
+        near_duplicate_check: The model and threshold used, or None when the check did not run.
     """
 
     root: str
@@ -53,6 +58,9 @@ class CheckReport:
     cross_split_duplicates: list[dict[str, list[str]]] = field(default_factory=list)
     conflicting_labels: list[dict[str, list[str]]] = field(default_factory=list)
     imbalance_ratio: float = 1.0
+    near_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    cross_split_near_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    near_duplicate_check: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-serialisable data."""
@@ -116,6 +124,8 @@ class CheckReport:
                 "  " + " = ".join(f"{p} [{s}]" for p, s in zip(group["paths"], group["splits"], strict=True))
                 for group in self.cross_split_duplicates[:_SHOWN]
             )
+        if self.near_duplicate_check is not None:
+            lines.extend(self._near_duplicate_summary())
         if self.conflicting_labels:
             lines.append(
                 f"Warning: {len(self.conflicting_labels):,} identical images carry different labels; "
@@ -126,6 +136,27 @@ class CheckReport:
                 for group in self.conflicting_labels[:_SHOWN]
             )
         return "\n".join(lines)
+
+    def _near_duplicate_summary(self) -> list[str]:
+        settings = self.near_duplicate_check or {}
+        threshold = f"cosine similarity >= {settings.get('similarity')} with {settings.get('model')}"
+        if not self.near_duplicates:
+            return [f"No near-duplicate images ({threshold})."]
+        within = len(self.near_duplicates) - len(self.cross_split_near_duplicates)
+        lines = [f"{len(self.near_duplicates):,} near-duplicate pairs ({threshold}); {within:,} within a split."]
+        if self.cross_split_near_duplicates:
+            lines.append(
+                f"Warning: {len(self.cross_split_near_duplicates):,} near-duplicate pairs span two splits (leakage "
+                "that exact hashing misses: scores on val/test overstate accuracy), e.g."
+            )
+        shown = self.cross_split_near_duplicates or self.near_duplicates
+        lines.extend(
+            "  "
+            + " ~ ".join(f"{p} [{s}]" for p, s in zip(pair["paths"], pair["splits"], strict=True))
+            + f" ({pair['similarity']:.3f})"
+            for pair in shown[:_SHOWN]
+        )
+        return lines
 
 
 def check_splits(
