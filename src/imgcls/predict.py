@@ -233,9 +233,9 @@ class Classifier:
             return logits.sigmoid()
         return (logits / self.temperature).softmax(dim=-1)
 
-    def probabilities(self, images: Sequence[Image.Image]) -> Any:
-        """Class scores for decoded images (softmax, or one sigmoid per class for multi-label models)."""
-        return self.scores(self.forward(self._batch(images)))
+    def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Class scores for decoded images, a tensor (softmax, or one sigmoid per class for multi-label models)."""
+        return self.scores(self.logits(images))
 
     def _top(self, probs: Any, top_k: int) -> list[list[dict[str, Any]]]:
         probs = probs if isinstance(probs, np.ndarray) else probs.detach().cpu().numpy()
@@ -267,7 +267,7 @@ class Classifier:
         """Top-k for already-decoded RGB images, one forward pass (the building block of serve and demo)."""
         if not images:
             return []
-        return self._top(self.probabilities(images), top_k)
+        return self._top(self.scores(self.forward(self._batch(images))), top_k)
 
     def predict_iter(
         self, inputs: Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 32, workers: int | None = None

@@ -70,7 +70,7 @@ def test_cli_embeds_a_package_and_reports_bad_files(tmp_path: Path, photos: list
     from imgcls import Classifier
 
     clf = Classifier.load(package, backend="torch")
-    batch = clf.preprocess([Image.open(p).convert("RGB") for p in photos])
+    batch = torch.from_numpy(clf.preprocess([Image.open(p).convert("RGB") for p in photos]))
     with torch.no_grad():
         expected = clf.model.forward_head(clf.model.forward_features(batch), pre_logits=True)
     assert torch.allclose(torch.tensor(table.column("embedding").to_pylist()), expected, atol=1e-5)

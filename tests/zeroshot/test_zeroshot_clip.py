@@ -134,7 +134,7 @@ def test_package_is_a_plain_model_package(tiny_clip: Path, tmp_path: Path) -> No
     assert "Zero-shot" in (out / "README.md").read_text(encoding="utf-8")
     # Plain timm rebuilds it from config.json (imgcls registers the architecture, as for lenet5).
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
-    batch = loaded.preprocess(images)
+    batch = torch.from_numpy(loaded.preprocess(images))
     with torch.no_grad():
         assert torch.allclose(model(batch), loaded.forward(batch), atol=1e-5)
     # No text tower in the package: only the image tower and the head.
