@@ -39,7 +39,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "data",
         nargs="?",
         default=None,
-        help="folder of class subfolders, CSV manifest (path,label), or built-in name (digits)",
+        help="folder of class subfolders, CSV manifest (path,label), built-in name (digits), "
+        "or shard manifest.json (path or URL, from `imgcls shard`; streamed)",
     )
     p.add_argument("--config", type=Path, help="a run's config.yaml to start from; flags given here override it")
     p.add_argument(

@@ -55,7 +55,8 @@ class TrainConfig:
     probe_c: float = 1.0
     """`linear-probe` head: inverse L2 regularisation strength of the logistic regression."""
     data: str = "digits"
-    """A folder of class subfolders, a CSV manifest (path,label) or a built-in dataset name."""
+    """A folder of class subfolders, a CSV manifest (path,label), a built-in dataset name, or a shard manifest
+    (`imgcls shard` output: manifest.json as a path or fsspec URL), streamed."""
     model: str = "resnet18"
     """Any timm model name, `hf-hub:ORG/NAME`, `lenet5` or `alexnet`."""
     pretrained: bool = False

@@ -26,9 +26,10 @@ from rich.console import Console
 from imgcls.atomic import atomic_write_text
 from imgcls.config import ConfigError, TrainConfig
 from imgcls.data.check import check_splits
-from imgcls.data.datamodule import ImageDataModule, class_counts
+from imgcls.data.datamodule import ImageDataModule, ShardDataModule, StreamEpochs, class_counts
 from imgcls.data.multilabel import check_multilabel, discover_multilabel
 from imgcls.data.multilabel import summary as multilabel_summary
+from imgcls.data.shards import ShardManifest, is_shard_ref, load_manifest
 from imgcls.data.sources import discover
 from imgcls.faults import AtomicCheckpointIO, GracefulStop, TrainingInterrupted, load_checkpoint
 from imgcls.models import create_model, data_config
@@ -81,7 +82,10 @@ def _slug(text: str) -> str:
 def new_run_dir(config: TrainConfig) -> Path:
     """`runs/NAME`, numbered `NAME-2`, `NAME-3` … when it exists, so no run is overwritten."""
     base = Path(config.runs_dir)
-    name = config.name or f"{_slug(config.model.split('/')[-1])}-{_slug(Path(str(config.data)).stem)}"
+    data = Path(str(config.data))
+    # A shard manifest is named by its folder: `shards/manifest.json` → MODEL-shards.
+    stem = data.parent.name if data.name == "manifest.json" and data.parent.name else data.stem
+    name = config.name or f"{_slug(config.model.split('/')[-1])}-{_slug(stem)}"
     candidate, n = base / name, 1
     while candidate.exists():
         n += 1
@@ -99,6 +103,10 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Both data modules resume mid-epoch themselves (faults.GracefulStop hands them the batches done).
+    warnings.filterwarnings("ignore", message=".*ended before the epoch ended and your dataloader is not resumable.*")
+    # ShardStream's length is exact with any number of workers (it splits work in whole batches).
+    warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
     # Expected when resuming: the run's own checkpoints are there.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
@@ -204,15 +212,52 @@ class _Reordered(torch.nn.Module):
 
 
 def _multiclass_task(
-    model: torch.nn.Module, config: TrainConfig, splits: Any, common: dict[str, Any]
+    model: torch.nn.Module, config: TrainConfig, train_counts: torch.Tensor, common: dict[str, Any]
 ) -> MulticlassTask:
-    weights = (
-        _class_weight_tensor(class_counts(splits.train, len(splits.classes)))
-        if config.class_weights == "auto"
-        else None
-    )
+    weights = _class_weight_tensor(train_counts) if config.class_weights == "auto" else None
     return MulticlassTask(
-        model, len(splits.classes), class_weights=weights, mixup=config.mixup, cutmix=config.cutmix, **common
+        model, len(train_counts), class_weights=weights, mixup=config.mixup, cutmix=config.cutmix, **common
+    )
+
+
+def train_shards(config: TrainConfig) -> ShardManifest:
+    """The shard manifest to stream from, once the options that need every image up front are refused."""
+    ref = str(config.data)
+    if ref.endswith(".tar"):
+        raise ConfigError(
+            f"data: {ref} is a single tar shard; training takes the manifest.json that `imgcls shard` writes "
+            "(its counts split the work and size the epochs)"
+        )
+    refused = [
+        (config.task == "multilabel", "task multilabel", "shards hold one label per image; use a CSV manifest"),
+        (
+            config.sampler == "balanced",
+            "sampler balanced",
+            "a stream reads each image once per epoch and cannot draw by class; use class_weights auto",
+        ),
+        (bool(config.unlabeled), "unlabeled", "pseudo-labels need the image folder; train from it instead"),
+        (
+            config.head != "finetune",
+            f"head {config.head}",
+            "few-shot heads embed all training images at once; train from the image folder",
+        ),
+    ]
+    for bad, option, why in refused:
+        if bad:
+            raise ConfigError(f"{option}: not available when training from shards ({ref}): {why}")
+    manifest = load_manifest(ref)
+    if not manifest.count("train"):
+        raise ConfigError(f"data: {manifest.url} has no train split (splits: {', '.join(manifest.splits) or 'none'})")
+    return manifest
+
+
+def _shard_summary(manifest: ShardManifest) -> str:
+    counts = ", ".join(f"{manifest.count(name):,} {name}" for name in manifest.splits)
+    skipped = len(manifest.raw.get("skipped_files", []))
+    return (
+        f"Streaming shards of {manifest.url}: {counts} images, {len(manifest.classes)} classes. "
+        f"They were checked when `imgcls shard` wrote them ({skipped:,} unreadable files left out then); "
+        "images are not re-read before training, and any that fail to decode are skipped and logged."
     )
 
 
@@ -283,7 +328,17 @@ def train(
         run_dir = Path(os.environ[_RUN_DIR_ENV])  # the folder rank 0 chose, passed to the processes it starts
     multilabel = config.task == "multilabel"
     progress = config.progress and zero
-    if multilabel:
+    manifest = train_shards(config) if is_shard_ref(config.data) else None
+    splits: Any = None
+    if manifest is not None:
+        # Streaming cannot check every image up front: the check ran when the shards were written.
+        if zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(
+                run_dir / "data_check.json", json.dumps(manifest.check_report(), indent=2, ensure_ascii=False) + "\n"
+            )
+            console.print(_shard_summary(manifest), markup=False, highlight=False)
+    elif multilabel:
         splits = discover_multilabel(
             config.data,
             val_fraction=config.val_fraction,
@@ -318,7 +373,12 @@ def train(
 
         return fit_head(config, splits, run_dir)
 
-    labels = splits.classes
+    labels = manifest.classes if manifest is not None else splits.classes
+    n_train, n_val = (
+        (manifest.count("train"), manifest.count("val"))
+        if manifest is not None
+        else (len(splits.train), len(splits.val))
+    )
     model = create_model(
         config.model,
         len(labels),
@@ -361,23 +421,30 @@ def train(
             **common,
         )
     else:
-        task = _multiclass_task(model, config, splits, common)
-    datamodule = ImageDataModule(
-        splits,
-        data_cfg,
+        train_counts = (
+            torch.tensor(manifest.class_counts("train"), dtype=torch.float64)
+            if manifest is not None
+            else class_counts(splits.train, len(labels))
+        )
+        task = _multiclass_task(model, config, train_counts, common)
+    loading = dict(
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         seed=config.seed,
         hflip=config.hflip,
         crop_scale=config.crop_scale,
-        balanced=config.sampler == "balanced",
     )
+    datamodule: ImageDataModule | ShardDataModule
+    if manifest is not None:
+        datamodule = ShardDataModule(manifest, data_cfg, **loading)
+    else:
+        datamodule = ImageDataModule(splits, data_cfg, balanced=config.sampler == "balanced", **loading)
 
     pseudo_callbacks: list[Callback] = []
     if config.unlabeled:
         pseudo_callbacks = _setup_pseudo_labels(config, splits, datamodule, task, data_cfg)
 
-    has_val = bool(splits.val)
+    has_val = n_val > 0
     ckpt_dir = run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -390,6 +457,8 @@ def train(
     )
     stopper = GracefulStop(run_dir)
     all_callbacks: list[Callback] = [checkpoint, stopper, *pseudo_callbacks, *(callbacks or [])]
+    if manifest is not None:
+        all_callbacks.append(StreamEpochs())
     if config.patience is not None and has_val:
         all_callbacks.append(EarlyStopping(monitor=task.monitor, mode="max", patience=config.patience))
     if progress:
@@ -413,7 +482,7 @@ def train(
         logger=CSVLogger(save_dir=run_dir, name="logs"),
         enable_progress_bar=progress,
         enable_model_summary=False,
-        log_every_n_steps=max(1, min(10, len(splits.train) // config.batch_size)),
+        log_every_n_steps=max(1, min(10, n_train // config.batch_size)),
         num_sanity_val_steps=0,
         limit_val_batches=None if has_val else 0,
         limit_train_batches=config.limit_train_batches,
@@ -433,8 +502,8 @@ def train(
     )
     if zero:
         console.print(
-            f"training [bold]{config.model}[/] on {len(splits.train):,} images ({len(labels)} classes), "
-            f"validating on {len(splits.val):,}; precision {precision}{distributed}; run folder {run_dir}"
+            f"training [bold]{config.model}[/] on {n_train:,} images ({len(labels)} classes), "
+            f"validating on {n_val:,}; precision {precision}{distributed}; run folder {run_dir}"
         )
     started = time.perf_counter()
     try:
@@ -457,10 +526,11 @@ def train(
     task.load_state_dict(state["state_dict"])
     best_epoch = int(state.get("epoch", config.epochs - 1)) + 1
 
-    from imgcls.evaluation import evaluate_samples
+    from imgcls.evaluation import evaluate, evaluate_samples
     from imgcls.predict import Classifier
 
-    eval_split = "test" if splits.test else ("val" if has_val else "train")
+    has_test = manifest.count("test") > 0 if manifest is not None else bool(splits.test)
+    eval_split = "test" if has_test else ("val" if has_val else "train")
     info: dict[str, Any] = {
         "training": {
             "data": str(config.data),
@@ -470,8 +540,8 @@ def train(
                 else (f"weights file {Path(config.weights).name}" if config.weights else "random initialisation")
             ),
             "teacher": config.teacher,
-            "train_images": len(splits.train),
-            "val_images": len(splits.val),
+            "train_images": n_train,
+            "val_images": n_val,
             "epochs": config.epochs,
             "best_epoch": best_epoch,
             "precision": precision,
@@ -488,14 +558,19 @@ def train(
             f"precision >= {config.threshold_precision}" if config.threshold_precision else "best F1 on validation"
         )
         set_package_info(package_dir, thresholds=info["thresholds"])
-    metrics = evaluate_samples(
-        clf,
-        getattr(splits, eval_split),
-        out=run_dir / "eval",
-        num_workers=config.num_workers,
-        progress=config.progress,
-        thresholds=info.get("thresholds"),
-    )
+    if manifest is not None:  # streamed once through the same reader `imgcls evaluate` uses for shards
+        metrics = evaluate(
+            clf, manifest.url, split=eval_split, out=run_dir / "eval", num_workers=config.num_workers, progress=False
+        )
+    else:
+        metrics = evaluate_samples(
+            clf,
+            getattr(splits, eval_split),
+            out=run_dir / "eval",
+            num_workers=config.num_workers,
+            progress=config.progress,
+            thresholds=info.get("thresholds"),
+        )
     metrics["split"] = eval_split
     (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     # Store the headline numbers in the package so its card and config say how good it is.

@@ -10,10 +10,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from imgcls.data.images import ImageLoadError, load_image
 from imgcls.data.seeding import mix_seed, seed_all
+from imgcls.data.shards import ShardManifest, ShardStream
 from imgcls.data.sources import DataSplits, Sample
 from imgcls.data.transforms import eval_transform, train_transform
 from imgcls.faults import ignore_stop_signals
@@ -205,3 +207,95 @@ class ImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.splits.test, eval_transform(self.data_cfg))
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Train/val loaders streaming the tar shards of a manifest (path or fsspec URL) through `ShardStream`.
+
+    Training: a new seeded shard order and a shuffle buffer every epoch, augmentation seeded per (seed, epoch,
+    sample); under DDP each rank streams its own contiguous range, padded so all ranks take the same number of
+    steps. Validation: every rank reads the whole val split in order, each image once, as with image folders.
+    The epoch length comes from the manifest's counts, so nothing is read to plan the LR schedule.
+    """
+
+    def __init__(
+        self,
+        manifest: ShardManifest,
+        data_cfg: dict[str, Any],
+        *,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        seed: int = 0,
+        hflip: float = 0.5,
+        crop_scale: float = 0.08,
+        buffer: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.data_cfg = data_cfg
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.seed = seed
+        self.hflip = hflip
+        self.crop_scale = crop_scale
+        self.buffer = buffer
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches done); set by faults.GracefulStop
+        self.train_stream: ShardStream | None = None
+
+    def _loader(self, stream: ShardStream, workers: int) -> DataLoader:
+        return DataLoader(
+            stream,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            collate_fn=collate_skip_bad,
+            # Not persistent: workers hold a copy of the stream, and each epoch's copy must carry its epoch.
+            persistent_workers=False,
+            worker_init_fn=ignore_stop_signals,
+        )
+
+    def _workers(self, split: str) -> int:
+        # A worker reads its range from the front of a shard; more workers than shards would re-read prefixes.
+        return min(self.num_workers, len(self.manifest.splits.get(split, [])))
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.train_stream is not None:
+            self.train_stream.set_epoch(epoch)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        self.train_stream = ShardStream(
+            self.manifest.splits["train"],
+            train_transform(self.data_cfg, hflip=self.hflip, crop_scale=self.crop_scale),
+            seed=self.seed,
+            shuffle=True,
+            buffer=self.buffer,
+            pad=world > 1,
+            rank=rank,
+            world=world,
+            batch_size=self.batch_size,
+        )
+        # Lightning makes the first epoch's iterator before any epoch hook runs: start at the resumed epoch now.
+        epoch, done = self.resume_at or ((trainer.current_epoch if trainer is not None else 0), 0)
+        self.train_stream.set_epoch(epoch, start_batch=done)
+        self.resume_at = None
+        return self._loader(self.train_stream, self._workers("train"))
+
+    def val_dataloader(self) -> DataLoader:
+        stream = ShardStream(
+            self.manifest.splits.get("val", []),
+            eval_transform(self.data_cfg),
+            rank=0,
+            world=1,
+            batch_size=self.batch_size,
+        )
+        return self._loader(stream, self._workers("val"))
+
+
+class StreamEpochs(Callback):
+    """Tells the shard stream each new epoch before Lightning starts that epoch's DataLoader workers."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if isinstance(datamodule, ShardDataModule):
+            datamodule.set_epoch(trainer.current_epoch)

@@ -71,9 +71,35 @@ class ShardManifest:
     url: str
     classes: list[str]
     splits: dict[str, list[ShardInfo]] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    """The manifest as written (class counts per split, skipped files, what the check found)."""
 
     def count(self, split: str) -> int:
         return sum(s.count for s in self.splits.get(split, []))
+
+    def class_counts(self, split: str) -> list[int]:
+        """Images per class (in `classes` order) of a split, from the manifest: nothing is read."""
+        counts = self.raw.get("splits", {}).get(split, {}).get("class_counts", {})
+        return [int(counts.get(name, 0)) for name in self.classes]
+
+    def check_report(self) -> dict[str, Any]:
+        """What training records in `data_check.json` for shards: the counts, and that the check ran at writing.
+
+        Streaming cannot read every image up front the way the folder check does; `write_shards` ran that check
+        and left unreadable files out, and the stream skips (and logs) any image that fails to decode later.
+        """
+        return {
+            "source": "shards",
+            "manifest": self.url,
+            "checked": "when `imgcls shard` wrote the shards (unreadable files left out); not re-read for training",
+            "classes": self.classes,
+            "counts": {name: self.count(name) for name in self.splits},
+            "class_counts": {
+                name: dict(zip(self.classes, self.class_counts(name), strict=True)) for name in self.splits
+            },
+            "skipped_files": self.raw.get("skipped_files", []),
+            "check": self.raw.get("check"),
+        }
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -150,6 +176,12 @@ def write_shards(
         "shard_size": shard_size,
         "seed": seed,
         "skipped_files": [bad["path"] for bad in report.bad_files],
+        # Kept so that training from the shards can say what the check found without reading them again.
+        "check": {
+            "duplicate_groups": len(report.duplicates),
+            "cross_split_duplicates": len(report.cross_split_duplicates),
+            "imbalance_ratio": round(report.imbalance_ratio, 3),
+        },
         "splits": {},
     }
     for split_name, samples in splits.splits().items():
@@ -220,7 +252,7 @@ def load_manifest(ref: str | Path) -> ShardManifest:
         name: [ShardInfo(_join(url, s["url"]), int(s["count"])) for s in split["shards"]]
         for name, split in raw["splits"].items()
     }
-    return ShardManifest(url=url, classes=list(raw["classes"]), splits=splits)
+    return ShardManifest(url=url, classes=list(raw["classes"]), splits=splits, raw=raw)
 
 
 def iter_tar(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -283,6 +315,24 @@ def _even_range(total: int, parts: int, index: int) -> tuple[int, int]:
     return index * total // parts, (index + 1) * total // parts
 
 
+def _delivered(batches: list[int], done: int) -> tuple[list[int], int]:
+    """How many of the first `done` batches each DataLoader worker made, and whose turn comes next.
+
+    An in-order DataLoader takes batches from its workers in turn, passing over the ones that have run out.
+    """
+    made, worker = [0] * len(batches), 0
+    for _ in range(min(done, sum(batches))):
+        while made[worker] >= batches[worker]:
+            worker = (worker + 1) % len(batches)
+        made[worker] += 1
+        worker = (worker + 1) % len(batches)
+    for _ in range(len(batches)):  # the next worker that still has batches
+        if made[worker] < batches[worker]:
+            break
+        worker = (worker + 1) % len(batches)
+    return made, worker
+
+
 class ShardStream(IterableDataset):
     """The samples of a list of shards, split across ranks and DataLoader workers, read once per epoch.
 
@@ -297,6 +347,9 @@ class ShardStream(IterableDataset):
         rank, world: this process's share (default: the process group's, else the environment's).
         skip: sample names (`shard#key`) to leave out (what an earlier prediction run already did).
         raw: yield `StreamItem`s with names and errors (prediction) instead of (tensor, label) (training).
+        batch_size: the DataLoader's batch size. Workers split the rank's range in whole batches, so only the
+            rank's last batch can be short and the loader yields exactly ceil(len / batch_size) batches, the
+            epoch length Lightning plans with.
     """
 
     def __init__(
@@ -312,6 +365,7 @@ class ShardStream(IterableDataset):
         world: int | None = None,
         skip: Iterable[str] = (),
         raw: bool = False,
+        batch_size: int = 1,
     ) -> None:
         self.shards = list(shards)
         self.transform = transform
@@ -323,11 +377,20 @@ class ShardStream(IterableDataset):
         self.world = world
         self.skip = frozenset(skip)
         self.raw = raw
+        self.batch_size = max(1, batch_size)
         self.epoch = 0
+        self.start_batch = 0
         self.total = sum(s.count for s in self.shards)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Read `epoch`'s order; `start_batch` > 0 (a resume mid-epoch) leaves out the rank's batches already made.
+
+        Every worker's stream is a function of (seed, epoch, rank, worker), so each one replays its share of the
+        epoch and drops, undecoded, the samples of the batches it made before: with the same number of workers
+        the rest of the epoch is what the interrupted run would have read.
+        """
         self.epoch = epoch
+        self.start_batch = max(0, start_batch)
 
     def _rank_world(self) -> tuple[int, int]:
         rank, world = dist_rank_world()
@@ -355,10 +418,9 @@ class ShardStream(IterableDataset):
     def _positions(self) -> Iterator[tuple[int, str, str, dict[str, bytes]]]:
         """(position, shard url, sample parts) for this worker's contiguous slice of this rank's range."""
         start, stop = self.rank_range()
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        lo, hi = _even_range(stop - start, workers, worker)
-        lo, hi = start + lo, start + hi
+        worker, workers, _ = self._worker()
+        first, last = _even_range(math.ceil((stop - start) / self.batch_size), workers, worker)
+        lo, hi = start + first * self.batch_size, start + min(last * self.batch_size, stop - start)
         if hi <= lo or self.total == 0:
             return
         order = self._order()
@@ -378,21 +440,46 @@ class ShardStream(IterableDataset):
                     if position >= a:
                         yield position, shard.url, key, parts
 
+    def _worker(self) -> tuple[int, int, int]:
+        """(share, number of DataLoader workers, samples of the share already trained on).
+
+        A resumed epoch's DataLoader asks its workers for batches from worker 0 on again, so the share that was
+        next in turn when the run stopped goes to worker 0, the one after it to worker 1, and so on: the batches
+        then come in the interrupted run's order.
+        """
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if not self.start_batch:
+            return worker, workers, 0
+        start, stop = self.rank_range()
+        batches = math.ceil((stop - start) / self.batch_size)
+        shares = [_even_range(batches, workers, w) for w in range(workers)]
+        made, next_share = _delivered([b - a for a, b in shares], self.start_batch)
+        share = (worker + next_share) % workers
+        return share, workers, made[share] * self.batch_size
+
     def __iter__(self) -> Iterator[Any]:
         rank, _ = self._rank_world()
-        info = get_worker_info()
-        rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{info.id if info else 0}")
+        share, _, skip = self._worker()
+        rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{share}")
+        for item in self._ordered(rng):
+            if skip:
+                skip -= 1
+                continue
+            yield self._load(*item)
+
+    def _ordered(self, rng: random.Random) -> Iterator[tuple[int, str, str, dict[str, bytes]]]:
+        """This worker's samples, undecoded, in the order it yields them (through the shuffle buffer)."""
         buffer: list[Any] = []
         for item in self._positions():
             if not self.shuffle:
-                yield self._load(*item)
+                yield item
                 continue
             buffer.append(item)
             if len(buffer) >= self.buffer:
-                yield self._load(*buffer.pop(rng.randrange(len(buffer))))
+                yield buffer.pop(rng.randrange(len(buffer)))
         rng.shuffle(buffer)
-        for item in buffer:
-            yield self._load(*item)
+        yield from buffer
 
     def _load(self, position: int, url: str, key: str, parts: dict[str, bytes]) -> Any:
         source = f"{url}#{key}"
