@@ -217,8 +217,8 @@ class Clients:
         self._expect("oversized", r, (413,))
 
     def _connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.body_timeout + 30)
-        return sock
+        # The socket timeout is the hang detector for raw clients: well past anything the server may take.
+        return socket.create_connection(("127.0.0.1", self.port), timeout=self.body_timeout + 30)
 
     def slow(self, http: Any, rng: random.Random) -> None:
         good = rng.choice(self.goods)
