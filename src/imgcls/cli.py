@@ -563,6 +563,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-images", type=int, default=64, help="most images in one request")
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (or set IMGCLS_API_KEY)")
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds an upload may stall (no byte arriving) before it gets a 408 and its connection is closed",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -579,6 +585,7 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         max_bytes=args.max_bytes,
         max_images_per_request=args.max_images,
         api_key=args.api_key or os.environ.get("IMGCLS_API_KEY") or None,
+        body_timeout=args.body_timeout,
     )
     return 0
 

@@ -24,6 +24,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 DATA_KEYS = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation")
+# Weights saved with pickle (torch.save). A package never needs them, and imgcls never reads them: unpickling a file
+# from elsewhere can run any code. Named in the error when they are a package's only weights.
+PICKLE_PATTERNS = ("*.bin", "*.pth", "*.pt", "*.pth.tar", "*.ckpt", "*.pkl")
 
 
 class ModelPackage:
@@ -156,6 +159,16 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise PackageError(f"{path}: no {CONFIG_NAME}; is this a model package (e.g. runs/NAME/model)?")
     if not (path / WEIGHTS_NAME).is_file():
+        # timm's `local-dir:` loader would fall back to pytorch_model.bin (or any .pth/.bin) here; refuse instead.
+        pickles = sorted({f.name for pattern in PICKLE_PATTERNS for f in path.glob(pattern) if f.is_file()})
+        if pickles:
+            source = "pytorch_model.bin" if "pytorch_model.bin" in pickles else pickles[0]  # timm's name first
+            raise PackageError(
+                f"{path}: no {WEIGHTS_NAME}; the weights are only in {', '.join(pickles)}, a pickle file, and imgcls "
+                "never unpickles package weights (unpickling can run code). Convert them to safetensors where you "
+                'trust the file, e.g. python -c "import torch, safetensors.torch as st; '
+                f"st.save_file(torch.load('{source}', weights_only=True), '{WEIGHTS_NAME}')\""
+            )
         raise PackageError(f"{path}: no {WEIGHTS_NAME}; the package has no weights")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -199,6 +212,8 @@ def load_package(
 
 
 def _build_model(path: Path, config: dict[str, Any], device: str | torch.device) -> torch.nn.Module:
+    # read_config made sure model.safetensors is there: timm's local-dir loader then reads it and nothing else, even
+    # next to a pytorch_model.bin (its preferred-files order; tests/test_package_pickles.py holds it to that).
     import timm
 
     import imgcls.models  # noqa: F401  (registers lenet5 and alexnet with timm)

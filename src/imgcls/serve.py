@@ -46,6 +46,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from imgcls import __version__
 from imgcls.data.images import ImageLoadError, decode_image
@@ -106,6 +107,7 @@ class ErrorResponse(BaseModel):
 _ERRORS = {
     400: "Malformed request: empty, wrong field name, bad base64 or JSON (the message says which)",
     401: "Missing or wrong `Authorization: Bearer KEY` (only when the server has an API key)",
+    408: "The request body stalled (no data for the server's body timeout); the connection is closed",
     413: "Body over the size limit, too many images, or an image over the pixel limit",
     415: "Not an image (the message names the file), or an unsupported Content-Type",
     422: "Invalid parameter, e.g. top_k < 1",
@@ -329,18 +331,34 @@ def _declared_length(request: Request, max_bytes: int) -> int | None:
     return length
 
 
-async def _limited_stream(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
-    """The request body, raising 413 as soon as it passes `max_bytes`, whatever Content-Length claimed (or lacked)."""
+async def _limited_stream(request: Request, max_bytes: int, timeout: float | None) -> AsyncIterator[bytes]:
+    """The request body, raising 413 as soon as it passes `max_bytes`, whatever Content-Length claimed (or lacked),
+    and 408 when no byte arrives for `timeout` seconds."""
     total = 0
-    async for chunk in request.stream():
+    chunks = request.stream()
+    while True:
+        try:
+            # uvicorn has no body timeout of its own: without this, a client that stops sending mid-body holds its
+            # connection and this handler forever (found by benchmarks/soak.py).
+            chunk = await asyncio.wait_for(anext(chunks), timeout)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ServeError(
+                408,
+                f"request body stalled: no data for {timeout:g} s after {total:,} bytes; send the whole body promptly",
+                {"timeout_s": timeout, "received_bytes": total},
+                # The rest of the body will never be read: the connection cannot carry another request.
+                headers={"Connection": "close"},
+            ) from None
         total += len(chunk)
         if total > max_bytes:
             raise ServeError(413, f"request body too large (over {max_bytes:,} bytes)", {"limit_bytes": max_bytes})
         yield chunk
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    return b"".join([chunk async for chunk in _limited_stream(request, max_bytes)])
+async def _read_body(request: Request, max_bytes: int, timeout: float | None) -> bytes:
+    return b"".join([chunk async for chunk in _limited_stream(request, max_bytes, timeout)])
 
 
 def _media_type(request: Request) -> str:
@@ -358,9 +376,14 @@ def _check_top_k(value: Any, where: str) -> int:
     return value
 
 
-async def _multipart_items(request: Request, max_bytes: int, max_images: int) -> tuple[list[_Item], int | None]:
+async def _multipart_items(
+    request: Request, max_bytes: int, timeout: float | None, max_images: int
+) -> tuple[list[_Item], int | None]:
     parser = MultiPartParser(
-        request.headers, _limited_stream(request, max_bytes), max_files=max_images, max_fields=MAX_FORM_FIELDS
+        request.headers,
+        _limited_stream(request, max_bytes, timeout),
+        max_files=max_images,
+        max_fields=MAX_FORM_FIELDS,
     )
     try:
         form = await parser.parse()
@@ -493,6 +516,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = f"invalid {where}: {first.get('msg', 'invalid value')}"
         return _error_response(422, message, errors)
 
+    async def on_client_gone(request: Request, exc: Exception) -> JSONResponse:
+        # The client closed the connection mid-body: nobody will read an answer, and it is no server error. Without
+        # this handler each one logged two tracebacks and counted as a 500 (found by benchmarks/soak.py).
+        logger.debug("imgcls serve: client disconnected during %s %s", request.method, request.url.path)
+        return _error_response(400, "the client closed the connection before sending the whole body")
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("imgcls serve: unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error_response(500, "internal server error", type(exc).__name__)
@@ -500,6 +529,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServeError, on_serve_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
 
 
@@ -565,6 +595,7 @@ def create_app(
     max_bytes: int = 10 * 2**20,
     max_images_per_request: int = 64,
     api_key: str | None = None,
+    body_timeout: float | None = 30.0,
 ) -> FastAPI:
     """Build the FastAPI app over a loaded classifier (start it with uvicorn, or use `serve`).
 
@@ -577,6 +608,8 @@ def create_app(
         max_images_per_request: most images in one request.
         api_key: when set, every path but `/healthz` (the `/v1` routes, `/docs`, `/openapi.json`) needs
             `Authorization: Bearer <api_key>`.
+        body_timeout: seconds a request body may go without a byte before the request gets a 408 and its
+            connection is closed (None: wait forever). A slow client that keeps sending is never cut off.
 
     Returns:
         The app. `app.state.stats` counts batches and images (live); `app.state.batcher` is the `MicroBatcher`.
@@ -587,6 +620,8 @@ def create_app(
         raise ValueError(f"max_images_per_request must be >= 1, got {max_images_per_request}")
     if api_key is not None and not api_key:
         raise ValueError("api_key is empty; pass None for no key")
+    if body_timeout is not None and not body_timeout > 0:
+        raise ValueError(f"body_timeout must be > 0 seconds (or None), got {body_timeout}")
 
     model_name = _model_name(clf)
     labels = list(clf.labels)
@@ -648,9 +683,9 @@ def create_app(
         media_type = _media_type(request)
         loop = asyncio.get_running_loop()
         if media_type == "multipart/form-data":
-            items, body_top_k = await _multipart_items(request, max_bytes, max_images_per_request)
+            items, body_top_k = await _multipart_items(request, max_bytes, body_timeout, max_images_per_request)
         elif media_type == "application/json" or media_type.endswith("+json"):
-            body = await _read_body(request, max_bytes)
+            body = await _read_body(request, max_bytes, body_timeout)
             # A 10 MiB JSON body takes tens of milliseconds to parse: not on the event loop.
             items, body_top_k = await loop.run_in_executor(state["decode"], _json_items, body)
         elif media_type == "application/x-www-form-urlencoded":
@@ -661,7 +696,8 @@ def create_app(
                 "field 'file' (curl -F file=@cat.jpg)",
             )
         elif media_type.startswith("image/") or media_type == "application/octet-stream":
-            items, body_top_k = [_Item(field="request body", data=await _read_body(request, max_bytes))], None
+            body = await _read_body(request, max_bytes, body_timeout)
+            items, body_top_k = [_Item(field="request body", data=body)], None
         else:
             raise ServeError(
                 415,
@@ -737,6 +773,7 @@ def serve(
     max_bytes: int = 10 * 2**20,
     max_images_per_request: int = 64,
     api_key: str | None = None,
+    body_timeout: float | None = 30.0,
     log_level: str = "info",
 ) -> None:
     """Serve a model package over HTTP until interrupted (one process; Ctrl+C stops it cleanly).
@@ -751,6 +788,7 @@ def serve(
         max_bytes: largest request body accepted.
         max_images_per_request: most images in one request.
         api_key: require `Authorization: Bearer <api_key>` on `/v1` routes. It is never printed or logged.
+        body_timeout: seconds a request body may stall (no byte arriving) before the request gets a 408.
         log_level: uvicorn's log level (`info` logs one line per request; `warning` only problems).
     """
     import uvicorn
@@ -763,6 +801,7 @@ def serve(
         max_bytes=max_bytes,
         max_images_per_request=max_images_per_request,
         api_key=api_key,
+        body_timeout=body_timeout,
     )
     name, n_labels = _model_name(clf), len(clf.labels)
     auth = "API key required on /v1" if api_key else "no API key"

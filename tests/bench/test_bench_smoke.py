@@ -59,6 +59,17 @@ def test_serve_script(tmp_path: Path) -> None:
     assert all(r["errors"] == 0 for r in result["rows"])
 
 
+def test_soak_script(tmp_path: Path) -> None:
+    result = run(
+        "soak", tmp_path, "--model", TINY, "--seconds", "6", "--warmup", "2", "--clients", "4", "--images", "4",
+        "--body-timeout", "1", "--seed", "3",
+    )["result"]  # fmt: skip
+    assert result["passed"] and all(result["checks"].values())
+    assert result["client_5xx"] == 0 and result["access_log_5xx"] == 0 and result["wrong_answers"] == 0
+    assert result["good_requests"] > 0 and result["healthz_after"]["status"] == 200
+    assert result["rss_mb"]["peak"] >= result["rss_mb"]["idle"] > 0
+
+
 def test_train_script(tmp_path: Path) -> None:
     rows = run("train", tmp_path, "--models", TINY, "--images", "16", "--size", "32", "--batch-size", "8")["rows"]
     assert rows[0]["timm_loop_img_s"] > 0 and rows[0]["imgcls_img_s"] > 0
