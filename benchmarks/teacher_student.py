@@ -86,7 +86,9 @@ def run_arms(arms: dict[str, dict[str, Any]], seeds: int, common: dict[str, Any]
             start = time.perf_counter()
             result = train(**{**common, **options}, seed=seed, runs_dir=str(runs), name=f"{name}-s{seed}")
             scores[name].append(top1(result))
-            print(f"  {name:14s} seed {seed}: {scores[name][-1]:.2%}  ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"  {name:14s} seed {seed}: {scores[name][-1]:.2%}  ({time.perf_counter() - start:.0f} s)", flush=True
+            )
             shutil.rmtree(runs / f"{name}-s{seed}", ignore_errors=True)
     return scores
 
@@ -128,7 +130,9 @@ def main() -> None:
 
     labelled, unlabelled = split_labels(digits, work / f"split-{args.fraction}", args.fraction)
     if args.only in (None, "distill"):
-        teacher = args.teacher or train_teacher(digits, runs, args.teacher_epochs, f"teacher-ls0-e{args.teacher_epochs}")
+        teacher = args.teacher or train_teacher(
+            digits, runs, args.teacher_epochs, f"teacher-ls0-e{args.teacher_epochs}"
+        )
         data = labelled if args.distill_data == "few" else digits
         print(f"distillation: LeNet-5 student on {data}, {args.epochs} epochs, {args.seeds} seeds, teacher {teacher}")
         arms = {
@@ -140,7 +144,9 @@ def main() -> None:
     if args.only in (None, "pseudo"):
         # No label smoothing in any arm here: smoothing caps the confidence the threshold looks at.
         few = {**student, "data": str(labelled), "label_smoothing": 0.0}
-        teacher = train_teacher(labelled, runs, args.teacher_epochs * 2, f"teacher-{args.fraction}-e{args.teacher_epochs * 2}")
+        teacher = train_teacher(
+            labelled, runs, args.teacher_epochs * 2, f"teacher-{args.fraction}-e{args.teacher_epochs * 2}"
+        )
         n_lab = sum(1 for _ in (labelled / "train").glob("*/*.png"))
         n_unl = sum(1 for _ in unlabelled.glob("*.png"))
         print(f"pseudo-labels: {n_lab} labelled + {n_unl} unlabelled, {args.seeds} seeds", flush=True)
@@ -159,7 +165,9 @@ def main() -> None:
     for experiment in ("distill", "pseudo"):
         for name, row in result.get(experiment, {}).items():
             if "mean" in row:
-                print(f"{experiment:8s} {name:15s} {row['mean']:.2%} ± {row['stdev']:.2%}  {[f'{v:.2%}' for v in row['top1']]}")
+                print(
+                    f"{experiment:8s} {name:15s} {row['mean']:.2%} ± {row['stdev']:.2%}  {[f'{v:.2%}' for v in row['top1']]}"
+                )
     print(f"wrote {args.out}")
 
 

@@ -107,6 +107,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*ended before the epoch ended and your dataloader is not resumable.*")
     # ShardStream's length is exact with any number of workers (it splits work in whole batches).
     warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
+    # A distillation teacher is frozen in eval mode on purpose (TeacherAdapter.train keeps it there).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     # Expected when resuming: the run's own checkpoints are there.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 

@@ -73,3 +73,11 @@ def test_soak_script(tmp_path: Path) -> None:
 def test_train_script(tmp_path: Path) -> None:
     rows = run("train", tmp_path, "--models", TINY, "--images", "16", "--size", "32", "--batch-size", "8")["rows"]
     assert rows[0]["timm_loop_img_s"] > 0 and rows[0]["imgcls_img_s"] > 0
+
+
+def test_teacher_student_script(tmp_path: Path) -> None:
+    # one seed, one epoch per arm: only that every arm trains, evaluates on the test split and is reported
+    result = run("teacher_student", tmp_path, "--seeds", "1", "--epochs", "1", "--teacher-epochs", "1")
+    assert set(result["distill"]) == {"alone", "distilled"}
+    assert {"labels only", "self-training", "teacher labels"} <= set(result["pseudo"])
+    assert all(0 <= row["mean"] <= 1 for row in result["distill"].values())
