@@ -8,8 +8,9 @@ fraction of the labelled ones, keeping the most confident.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,10 @@ def pseudo_label(
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> tuple[list[Sample], dict[int, int]]:
-    """Label `files` with `model`; keep those at or above `threshold`, the `limit` most confident at most.
+    """Label `files` with `model`; keep those at or above `threshold`, `limit` at most, shared out over classes.
+
+    Under the cap, classes take turns, each giving its most confident image not yet taken: a global
+    most-confident-first cut fills up with the easiest class (on the digits, 58 of 130 were zeros).
 
     Returns:
         The pseudo-labelled samples and how many were kept per class index.
@@ -67,9 +71,15 @@ def pseudo_label(
     if not scores:
         return [], {}
     score, label, idx = torch.cat(scores), torch.cat(labels), torch.cat(index)
-    keep = (score >= threshold).nonzero().flatten()
-    keep = keep[score[keep].argsort(descending=True)][:limit]
-    samples = [Sample(files[int(idx[i])], int(label[i])) for i in sorted(keep.tolist(), key=lambda i: int(idx[i]))]
+    confident = (score >= threshold).nonzero().flatten()
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i in confident[score[confident].argsort(descending=True)].tolist():
+        by_class[int(label[i])].append(i)
+    keep: list[int] = []
+    for turn in itertools.zip_longest(*by_class.values()):  # turn k: each class's k-th most confident image
+        keep += sorted((i for i in turn if i is not None), key=lambda i: -float(score[i]))
+    keep = keep[: max(0, limit)]
+    samples = [Sample(files[int(idx[i])], int(label[i])) for i in sorted(keep, key=lambda i: int(idx[i]))]
     return samples, dict(Counter(s.label for s in samples))
 
 

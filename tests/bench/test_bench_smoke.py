@@ -79,5 +79,5 @@ def test_teacher_student_script(tmp_path: Path) -> None:
     # one seed, one epoch per arm: only that every arm trains, evaluates on the test split and is reported
     result = run("teacher_student", tmp_path, "--seeds", "1", "--epochs", "1", "--teacher-epochs", "1")
     assert set(result["distill"]) == {"alone", "distilled"}
-    assert {"labels only", "self-training", "teacher labels"} <= set(result["pseudo"])
+    assert {"labels only", "labels only, 2x epochs", "self-training", "teacher labels"} <= set(result["pseudo"])
     assert all(0 <= row["mean"] <= 1 for row in result["distill"].values())
