@@ -41,7 +41,9 @@ def top1(result: Any) -> float:
     return float(result.metrics["top1"])
 
 
-def train_teacher(data: Path, runs: Path, epochs: int, name: str, model: str = "resnet18", lr: float = 2e-3) -> Path:
+def train_teacher(
+    data: Path, runs: Path, epochs: int, name: str, model: str = "resnet18", lr: float = 2e-3, **options: Any
+) -> Path:
     from imgcls import train
 
     package = runs / name / "model"
@@ -51,7 +53,7 @@ def train_teacher(data: Path, runs: Path, epochs: int, name: str, model: str = "
     # No label smoothing: a smoothed teacher's probabilities are flattened towards uniform, the knowledge a
     # student would learn from them (Mueller et al. 2019 measured label-smoothed teachers distilling worse).
     result = train(data=str(data), model=model, epochs=epochs, batch_size=32, lr=lr, seed=0,
-                   label_smoothing=0.0, runs_dir=str(runs), name=name, **DIGITS)  # fmt: skip
+                   label_smoothing=0.0, runs_dir=str(runs), name=name, **{**DIGITS, **options})  # fmt: skip
     print(f"teacher {name}: test top-1 {top1(result):.2%}", flush=True)
     return result.package_dir
 
@@ -121,6 +123,9 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=2.0)
     parser.add_argument("--fraction", type=float, default=0.1, help="labelled share in the pseudo-label experiment")
     parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument(
+        "--share", type=float, default=10.0, help="pseudo-labels per labelled image at most (10: the whole pool)"
+    )
     parser.add_argument("--only", choices=["distill", "pseudo"])
     parser.add_argument("--arms", help="comma-separated arm names to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "teacher_student.json")
@@ -165,20 +170,22 @@ def main() -> None:
         few = {**student, "data": str(labelled), "label_smoothing": 0.0}
         # The teacher of the unlabelled images knows only the same labels: a LeNet-5 trained on them with the
         # student's recipe (a ResNet-18 from scratch on ~140 images reached only 76% and was never 0.9 sure).
-        name = f"teacher-lenet-{args.fraction}-e{args.epochs}"
-        teacher = train_teacher(labelled, runs, args.epochs, name, model="lenet5", lr=3e-3)
+        name = f"teacher-lenet-{args.fraction}-e{args.epochs}-noval"
+        teacher = train_teacher(labelled, runs, args.epochs, name, model="lenet5", lr=3e-3, val_fraction=0.0)
         n_lab = sum(1 for _ in (labelled / "train").glob("*/*.png"))
         n_unl = sum(1 for _ in unlabelled.glob("*.png"))
         print(f"pseudo-labels: {n_lab} labelled + {n_unl} unlabelled, {args.seeds} seeds", flush=True)
-        pseudo = dict(unlabeled=str(unlabelled), pseudo_threshold=args.threshold)
+        pseudo = dict(unlabeled=str(unlabelled), pseudo_threshold=args.threshold, pseudo_share=args.share)
         arms = {
             "labels only": {},
-            # Pseudo-labels up to --pseudo-share 1.0 double an epoch's steps: the same steps on the labels alone
-            # separate "more images" from "more optimiser steps".
+            # Pseudo-labels lengthen an epoch: twice the steps on the labels alone shows what more optimiser
+            # steps without more images do (here: nothing good).
             "labels only, 2x epochs": dict(epochs=args.epochs * 2),
             "self-training": dict(pseudo, pseudo_start=max(1, args.epochs // 3)),
             # alpha 0: the teacher only labels the unlabelled images; its logits add nothing else
             "teacher labels": dict(pseudo, teacher=str(teacher), alpha=0.0),
+            # the same teacher's soft outputs as well, on labelled and pseudo-labelled images alike
+            "teacher labels + soft": dict(pseudo, teacher=str(teacher), alpha=args.alpha, tau=args.tau),
         }
         result["pseudo"] = summary(
             run_arms(arms, range(args.first_seed, args.first_seed + args.seeds), few, runs, args.arms)
