@@ -47,6 +47,14 @@ PAGE_CSS = f"#{INPUT_ID} .image-frame {{ width: 100%; }} #{INPUT_ID} .image-fram
 
 
 # -- environment --------------------------------------------------------------------------------------------------------
+_own_temp_dirs: list[str] = []  # temporary folders this process made for Gradio (removed when the demo stops)
+
+
+def _remove_own_temp_dirs() -> None:
+    while _own_temp_dirs:
+        shutil.rmtree(_own_temp_dirs.pop(), ignore_errors=True)
+
+
 def _import_gradio() -> Any:
     """Import gradio with analytics off and its files in a private temporary folder.
 
@@ -57,7 +65,8 @@ def _import_gradio() -> Any:
     if not os.environ.get("GRADIO_TEMP_DIR"):
         # Private (0700) and per process, so no other user or demo sees the uploads; removed at exit.
         temp_dir = tempfile.mkdtemp(prefix="imgcls-demo-")
-        atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)
+        _own_temp_dirs.append(temp_dir)
+        atexit.register(_remove_own_temp_dirs)
         os.environ["GRADIO_TEMP_DIR"] = temp_dir
     import gradio
 
@@ -312,7 +321,12 @@ def launch_demo(
     _import_gradio()
     clf = _load_classifier(model, backend)
     demo = build_demo(clf, examples=examples)
-    demo.launch(**launch_options(host=host, port=port, share=share))
+    try:
+        demo.launch(**launch_options(host=host, port=port, share=share))
+    finally:
+        # Now, not only at exit: interpreter shutdown first waits for every non-daemon thread, and a killed
+        # process never gets there; the uploads must not outlive the demo.
+        _remove_own_temp_dirs()
 
 
 # -- a Hugging Face Space -----------------------------------------------------------------------------------------------
