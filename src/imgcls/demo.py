@@ -20,8 +20,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,20 @@ _own_temp_dirs: list[str] = []  # temporary folders this process made for Gradio
 def _remove_own_temp_dirs() -> None:
     while _own_temp_dirs:
         shutil.rmtree(_own_temp_dirs.pop(), ignore_errors=True)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl+C and SIGTERM (`docker stop`, a Space restarting) stop the demo through Gradio's own shutdown.
+
+    A process started with SIGINT ignored or blocked (inherited from whatever launched it) would otherwise never
+    stop on Ctrl+C, and SIGTERM's default kills without removing the uploads folder.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread; the caller owns signals then
+    stop = (signal.SIGINT, signal.SIGTERM)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _import_gradio() -> Any:
@@ -321,6 +337,7 @@ def launch_demo(
     _import_gradio()
     clf = _load_classifier(model, backend)
     demo = build_demo(clf, examples=examples)
+    _stop_on_signals()
     try:
         demo.launch(**launch_options(host=host, port=port, share=share))
     finally:
