@@ -163,6 +163,33 @@ def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]
     return statistics.median(times), times
 
 
+def start_serve(args: list[str], log: Path, timeout: float = 180) -> subprocess.Popen[bytes]:
+    """`imgcls serve ARGS` (ARGS must hold `--port`), output to `log`, returned once /healthz answers 200.
+
+    The output goes to a file, not a pipe: a pipe nobody reads fills up and blocks the server's access log.
+    """
+    import httpx
+
+    port = args[args.index("--port") + 1]
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "imgcls", "serve", *args], stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"imgcls serve exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit(f"imgcls serve did not come up in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))

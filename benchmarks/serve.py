@@ -17,7 +17,7 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -96,8 +96,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve.json")
     args = parser.parse_args()
 
-    import httpx
-
     package = _common.make_package(args.model)
     if args.backend in ("auto", "onnx"):
         _common.export_onnx(package)
@@ -107,22 +105,10 @@ def main() -> None:
     print(f"once per request: {base['once_per_request_img_s']:.1f} img/s")
 
     port = free_port()
-    cmd = [sys.executable, "-m", "imgcls", "serve", str(package), "--port", str(port), "--backend", args.backend]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = Path(tempfile.mkdtemp(prefix="imgcls-serve-bench-")) / "serve.log"
+    server = _common.start_serve([str(package), "--port", str(port), "--backend", args.backend], log, timeout=120)
     rows = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"imgcls serve exited: {server.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("imgcls serve did not come up in 120 s")
-            time.sleep(0.2)
         url = f"http://127.0.0.1:{port}/v1/classify"
         bodies = [f.read_bytes() for f in files]
         asyncio.run(load(url, bodies, 4, 16))  # warm-up

@@ -296,27 +296,11 @@ def make_goods(package: Path, backend: str, count: int) -> list[Good]:
 
 
 def start_server(args: argparse.Namespace, package: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    import httpx
-
-    cmd = [
-        sys.executable, "-m", "imgcls", "serve", str(package), "--port", str(port), "--backend", args.backend,
+    serve_args = [
+        str(package), "--port", str(port), "--backend", args.backend,
         "--max-bytes", str(args.max_bytes), "--body-timeout", str(args.body_timeout),
     ]  # fmt: skip
-    with log.open("wb") as out:  # a file, not a pipe: a full pipe would block the server's access log
-        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while True:
-        if server.poll() is not None:
-            raise SystemExit(f"imgcls serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            server.kill()
-            raise SystemExit("imgcls serve did not come up in 180 s")
-        time.sleep(0.2)
+    return _common.start_serve(serve_args, log, timeout=180)
 
 
 def server_log_problems(text: str) -> dict[str, Any]:

@@ -350,9 +350,7 @@ def train(
         splits, ml_report = check_multilabel(splits, progress=progress)
         if zero:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "data_check.json").write_text(
-                json.dumps(ml_report, indent=2, ensure_ascii=False), encoding="utf-8"
-            )
+            atomic_write_text(run_dir / "data_check.json", json.dumps(ml_report, indent=2, ensure_ascii=False))
             console.print(multilabel_summary(ml_report))
     else:
         splits = discover(
