@@ -157,3 +157,29 @@ def test_package_predicts_the_same_as_the_trained_model(image_folder: Path, tiny
     top = clf(image)
     assert len(top) == 3 and abs(sum(t["score"] for t in top) - 1) < 1e-5
     assert {t["label"] for t in top} == {"bird (small)", "cat", "向日葵"}
+
+
+def test_auto_augment_and_random_erase_are_seeded_per_sample(image_folder: Path) -> None:
+    from imgcls.config import ConfigError
+    from imgcls.data.datamodule import ImageDataModule
+    from imgcls.data.sources import discover
+
+    cfg = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0}
+    dm = ImageDataModule(
+        discover(image_folder), cfg, num_workers=0, auto_augment="rand-m9-mstd0.5-inc1", random_erase=1.0
+    )
+    dataset = dm.train_dataloader().dataset
+    names = repr(dataset.transform)
+    assert "RandAugment" in names and "RandomErasing" in names
+    # The same (index, epoch) gives the same pixels whatever ran before: exact resume keeps holding.
+    first = dataset[(0, 3)][0]
+    dataset[(1, 3)]
+    assert torch.equal(dataset[(0, 3)][0], first)
+    assert not torch.equal(dataset[(0, 4)][0], first)
+    # Off by default.
+    plain = ImageDataModule(discover(image_folder), cfg, num_workers=0).train_dataloader().dataset
+    assert "RandAugment" not in repr(plain.transform) and "RandomErasing" not in repr(plain.transform)
+    with pytest.raises(ConfigError, match="auto_augment: 'randaugment'"):
+        TrainConfig(data=str(image_folder), auto_augment="randaugment")
+    with pytest.raises(ConfigError, match="random_erase"):
+        TrainConfig(data=str(image_folder), random_erase=1.5)

@@ -121,6 +121,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--crop-scale", type=float, default=d.crop_scale, help="smallest area fraction of the random-resized crop"
     )
+    g.add_argument(
+        "--auto-augment",
+        "--aa",
+        dest="auto_augment",
+        help="timm policy: rand-m9-mstd0.5-inc1 (RandAugment), augmix-m5-w4-d2, original (AutoAugment)",
+    )
+    g.add_argument(
+        "--random-erase", "--reprob", dest="random_erase", type=float, default=d.random_erase,
+        help="probability of erasing a random rectangle of a training image",
+    )  # fmt: skip
     g.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
     g.add_argument("--cutmix", type=float, default=d.cutmix, help="CutMix alpha (0 = off)")
     g = p.add_argument_group("optimisation")

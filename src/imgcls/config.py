@@ -79,6 +79,10 @@ class TrainConfig:
     """Probability of a horizontal flip (0 for digits, text, anything where left/right matters)."""
     crop_scale: float = 0.08
     """Smallest area fraction of the random-resized crop."""
+    auto_augment: str | None = None
+    """timm auto-augment policy, e.g. `rand-m9-mstd0.5-inc1` (RandAugment), `augmix-m5-w4-d2`, `original`."""
+    random_erase: float = 0.0
+    """Probability of erasing a random rectangle of each training image."""
     mixup: float = 0.0
     """Mixup alpha (0 = off)."""
     cutmix: float = 0.0
@@ -179,6 +183,10 @@ class TrainConfig:
             raise ConfigError(f"num_nodes: {self.num_nodes} must be at least 1")
         if isinstance(self.devices, str) and self.devices.strip().lstrip("-").isdigit():
             self.devices = int(self.devices)
+        if not 0.0 <= self.random_erase <= 1.0:
+            raise ConfigError(f"random_erase: {self.random_erase} must be between 0 and 1")
+        if self.auto_augment:
+            _check_auto_augment(self.auto_augment)
         if not 0.0 < self.crop_scale <= 1.0:
             raise ConfigError(f"crop_scale: {self.crop_scale} must be in (0, 1]")
         if self.freeze_epochs < 0 or self.freeze_epochs > self.epochs:
@@ -222,3 +230,17 @@ class TrainConfig:
             return cls.from_dict(values)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{path}: {err}") from None
+
+
+def _check_auto_augment(policy: str) -> None:
+    """Fail at start-up, naming the option, on a policy timm cannot build (timm itself only asserts)."""
+    from timm.data import create_transform  # here: the config module stays light unless the option is used
+
+    try:
+        create_transform(input_size=(3, 32, 32), is_training=True, auto_augment=policy)
+    except Exception as err:  # timm reports a bad policy with assert/KeyError/ValueError
+        detail = f" ({err})" if str(err) else ""
+        raise ConfigError(
+            f"auto_augment: {policy!r} is not a timm policy{detail}; "
+            "try rand-m9-mstd0.5-inc1, augmix-m5-w4-d2 or original"
+        ) from None

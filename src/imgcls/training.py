@@ -433,6 +433,8 @@ def train(
         seed=config.seed,
         hflip=config.hflip,
         crop_scale=config.crop_scale,
+        auto_augment=config.auto_augment,
+        random_erase=config.random_erase,
     )
     datamodule: ImageDataModule | ShardDataModule
     if manifest is not None:

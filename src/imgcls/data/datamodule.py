@@ -154,6 +154,8 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         hflip: float = 0.5,
         crop_scale: float = 0.08,
+        auto_augment: str | None = None,
+        random_erase: float = 0.0,
         balanced: bool = False,
     ) -> None:
         super().__init__()
@@ -164,6 +166,7 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.hflip = hflip
         self.crop_scale = crop_scale
+        self.augment = dict(hflip=hflip, crop_scale=crop_scale, auto_augment=auto_augment, random_erase=random_erase)
         self.balanced = balanced
         self.extra_train: list[Sample] = []  # pseudo-labelled images, replaced between epochs
         # (epoch, batches of it already trained) when resuming from a checkpoint; set by faults.GracefulStop.
@@ -199,7 +202,7 @@ class ImageDataModule(L.LightningDataModule):
             start = (self.resume_at[0], self.resume_at[1] * self.batch_size)
             self.resume_at = None
         sampler = EpochSampler(len(samples), self.seed, weights, rank=rank, num_replicas=replicas, start=start)
-        transform = train_transform(self.data_cfg, hflip=self.hflip, crop_scale=self.crop_scale)
+        transform = train_transform(self.data_cfg, **self.augment)
         return self._loader(samples, transform, sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -228,6 +231,8 @@ class ShardDataModule(L.LightningDataModule):
         seed: int = 0,
         hflip: float = 0.5,
         crop_scale: float = 0.08,
+        auto_augment: str | None = None,
+        random_erase: float = 0.0,
         buffer: int = 1000,
     ) -> None:
         super().__init__()
@@ -238,6 +243,7 @@ class ShardDataModule(L.LightningDataModule):
         self.seed = seed
         self.hflip = hflip
         self.crop_scale = crop_scale
+        self.augment = dict(hflip=hflip, crop_scale=crop_scale, auto_augment=auto_augment, random_erase=random_erase)
         self.buffer = buffer
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches done); set by faults.GracefulStop
         self.train_stream: ShardStream | None = None
@@ -266,7 +272,7 @@ class ShardDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         self.train_stream = ShardStream(
             self.manifest.splits["train"],
-            train_transform(self.data_cfg, hflip=self.hflip, crop_scale=self.crop_scale),
+            train_transform(self.data_cfg, **self.augment),
             seed=self.seed,
             shuffle=True,
             buffer=self.buffer,
