@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument(
         "--share", type=float, default=10.0, help="pseudo-labels per labelled image at most (10: the whole pool)"
     )
+    parser.add_argument(
+        "--aa", default="rand-m9-mstd0.5-inc1", help="the noisy-student arms' augmentation (a timm policy)"
+    )
     parser.add_argument("--only", choices=["distill", "pseudo"])
     parser.add_argument("--arms", help="comma-separated arm names to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "teacher_student.json")
@@ -186,6 +189,10 @@ def main() -> None:
             "teacher labels": dict(pseudo, teacher=str(teacher), alpha=0.0),
             # the same teacher's soft outputs as well, on labelled and pseudo-labelled images alike
             "teacher labels + soft": dict(pseudo, teacher=str(teacher), alpha=args.alpha, tau=args.tau),
+            # Noisy Student (Xie et al. 2020): the teacher labels clean images, the student learns them through
+            # strong augmentation. The same augmentation on the labels alone is the fair comparison.
+            "labels only + RandAugment": dict(auto_augment=args.aa),
+            "noisy student": dict(pseudo, teacher=str(teacher), alpha=args.alpha, tau=args.tau, auto_augment=args.aa),
         }
         result["pseudo"] = summary(
             run_arms(arms, range(args.first_seed, args.first_seed + args.seeds), few, runs, args.arms)
@@ -198,7 +205,7 @@ def main() -> None:
         for name, row in result.get(experiment, {}).items():
             if "mean" in row:
                 print(
-                    f"{experiment:8s} {name:15s} {row['mean']:.2%} ± {row['stdev']:.2%}  {[f'{v:.2%}' for v in row['top1']]}"
+                    f"{experiment:8s} {name:26s} {row['mean']:.2%} ± {row['stdev']:.2%}  {[f'{v:.2%}' for v in row['top1']]}"
                 )
     print(f"wrote {args.out}")
 
