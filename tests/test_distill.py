@@ -26,6 +26,7 @@ from imgcls.tasks.distill import DistillTask, TeacherAdapter, TeacherCache, dist
 from imgcls.training import _teacher_cache, train_shards
 from imgfactory import write_class_images
 from test_faults_training import SignalAt, assert_same_run
+from test_pseudo import _split_labels
 
 
 def test_the_loss_is_the_formula() -> None:
@@ -267,3 +268,17 @@ def test_a_cached_run_resumes_exactly(image_folder: Path, tiny_train_kwargs: dic
         train(data=str(image_folder), name="cut", callbacks=[SignalAt(11, signal.SIGTERM)], **opts)
     resumed = train(resume=Path(opts["runs_dir"]) / "cut")
     assert_same_run(full.run_dir, resumed.run_dir)
+
+
+def test_pseudo_labelled_images_are_never_cached(
+    image_folder: Path, tiny_train_kwargs: dict, teacher_package: Path, tmp_path: Path
+) -> None:
+    # Pseudo-labelled images follow the labelled ones and can change between epochs: the teacher sees them afresh.
+    data, unlabeled = _split_labels(image_folder, tmp_path)
+    spy = Spy()
+    options = {**tiny_train_kwargs, "epochs": 3, "val_fraction": 0.0}
+    train(data=str(data), unlabeled=str(unlabeled), pseudo_threshold=0.01, teacher=str(teacher_package),
+          teacher_views=2, callbacks=[spy], **options)  # fmt: skip
+    labelled = {(i, v) for i, v in spy.pairs if i < 12}
+    assert len(labelled) == 12 * 2 and len(spy.pairs) > len(labelled)
+    assert spy.counter.images == len(labelled) + (spy.items - 12 * 3)
