@@ -197,7 +197,7 @@ def main() -> None:
             "distilled": dict(teacher=str(teacher), distill="soft", alpha=args.alpha, tau=args.tau),
         }
         if args.teacher_views:
-            arms[f"distilled, {args.teacher_views} views"] = {**arms["distilled"], "teacher_views": args.teacher_views}
+            arms[f"distilled {args.teacher_views} views"] = {**arms["distilled"], "teacher_views": args.teacher_views}
         result["distill"] = summary(
             *run_arms(
                 arms,
