@@ -10,10 +10,15 @@ Two experiments, each over several seeds with the same budget (epochs, batch, lr
   student on the 10% alone vs self-training (the student labels the unlabelled images itself) vs a teacher that
   saw only the same 10% (a ResNet-18) labelling them once.
 
-Every number is test top-1 on the held-out test split (360 images), never on data a model chose by.
+Every number is test top-1 on the held-out test split (360 images), never on data a model chose by. Each run's
+training time (Lightning's fit: the epochs, not the data check or the final evaluation) is recorded too.
+
+`--teacher-views N` adds a distillation arm with the teacher's logits cached over N fixed views per image
+(`imgcls train --teacher-views N`): the teacher runs on N x images images in all instead of epochs x images.
 
     python benchmarks/teacher_student.py                  # the full run in BENCHMARKS.md (~25 min on 2 cores)
     python benchmarks/teacher_student.py --seeds 1 --epochs 1 --teacher-epochs 1   # smoke
+    python benchmarks/teacher_student.py --only distill --teacher-views 4 --seeds 3   # the teacher cache
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -79,28 +85,52 @@ def split_labels(digits: Path, out: Path, fraction: float, seed: int = 0) -> tup
     return labelled, unlabelled
 
 
+def fit_seconds(result: Any) -> float:
+    """The run's training time as the package records it (the fit alone, without data check and evaluation)."""
+    config = json.loads((result.package_dir / "config.json").read_text(encoding="utf-8"))
+    return float(config["imgcls"]["training"]["seconds"])
+
+
 def run_arms(
     arms: dict[str, dict[str, Any]], seeds: range, common: dict[str, Any], runs: Path, only: str | None = None
-) -> dict[str, list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """Test top-1, fit seconds and whole-run CPU seconds per arm, one entry per seed."""
     from imgcls import train
 
     if only:
         arms = {name: options for name, options in arms.items() if name in only.split(",")}
 
     scores: dict[str, list[float]] = {name: [] for name in arms}
+    seconds: dict[str, list[float]] = {name: [] for name in arms}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
     for seed in seeds:
         for name, options in arms.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), cpu_seconds()
             result = train(**{**common, **options}, seed=seed, runs_dir=str(runs), name=f"{name}-s{seed}")
             scores[name].append(top1(result))
+            seconds[name].append(fit_seconds(result))
+            cpu[name].append(cpu_seconds() - cpu_start)
             print(
-                f"  {name:14s} seed {seed}: {scores[name][-1]:.2%}  ({time.perf_counter() - start:.0f} s)", flush=True
+                f"  {name:14s} seed {seed}: {scores[name][-1]:.2%}  (fit {seconds[name][-1]:.1f} s; whole run "
+                f"{time.perf_counter() - start:.0f} s, {cpu[name][-1]:.0f} CPU s)",
+                flush=True,
             )
             shutil.rmtree(runs / f"{name}-s{seed}", ignore_errors=True)
-    return scores
+    return scores, seconds, cpu
 
 
-def summary(scores: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (DataLoader workers): less swayed than wall time by
+    other jobs on a shared machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def summary(
+    scores: dict[str, list[float]],
+    seconds: dict[str, list[float]] | None = None,
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, dict[str, Any]]:
     out = {}
     for name, values in scores.items():
         out[name] = {
@@ -108,6 +138,12 @@ def summary(scores: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
             "mean": statistics.fmean(values),
             "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
         }
+        if seconds and seconds.get(name):
+            out[name]["fit_seconds"] = seconds[name]
+            out[name]["fit_seconds_mean"] = statistics.fmean(seconds[name])
+        if cpu and cpu.get(name):
+            out[name]["run_cpu_seconds"] = cpu[name]
+            out[name]["run_cpu_seconds_mean"] = statistics.fmean(cpu[name])
     return out
 
 
@@ -121,6 +157,9 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, help="teacher package for the distillation experiment")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--tau", type=float, default=2.0)
+    parser.add_argument(
+        "--teacher-views", type=int, default=0, help="also a distilled arm with the teacher cached over N views"
+    )
     parser.add_argument("--fraction", type=float, default=0.1, help="labelled share in the pseudo-label experiment")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument(
@@ -146,6 +185,8 @@ def main() -> None:
         data=str(digits), model="lenet5", epochs=args.epochs, batch_size=32, lr=3e-3, val_fraction=0.0, **DIGITS
     )
     result: dict[str, Any] = {"machine": machine(), "options": {k: str(v) for k, v in vars(args).items()}}
+    # Timings on a shared machine mean little without the load other jobs put on it.
+    result["load_average_start"] = os.getloadavg()
 
     labelled, unlabelled = split_labels(digits, work / f"split-{args.fraction}", args.fraction)
     if args.only in (None, "distill"):
@@ -158,8 +199,10 @@ def main() -> None:
             "alone": {},
             "distilled": dict(teacher=str(teacher), distill="soft", alpha=args.alpha, tau=args.tau),
         }
+        if args.teacher_views:
+            arms[f"distilled {args.teacher_views} views"] = {**arms["distilled"], "teacher_views": args.teacher_views}
         result["distill"] = summary(
-            run_arms(
+            *run_arms(
                 arms,
                 range(args.first_seed, args.first_seed + args.seeds),
                 {**student, "data": str(data)},
@@ -195,17 +238,20 @@ def main() -> None:
             "noisy student": dict(pseudo, teacher=str(teacher), alpha=args.alpha, tau=args.tau, auto_augment=args.aa),
         }
         result["pseudo"] = summary(
-            run_arms(arms, range(args.first_seed, args.first_seed + args.seeds), few, runs, args.arms)
+            *run_arms(arms, range(args.first_seed, args.first_seed + args.seeds), few, runs, args.arms)
         )
         result["pseudo"]["images"] = {"labelled": n_lab, "unlabelled": n_unl}
 
+    result["load_average_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     for experiment in ("distill", "pseudo"):
         for name, row in result.get(experiment, {}).items():
             if "mean" in row:
                 print(
-                    f"{experiment:8s} {name:26s} {row['mean']:.2%} ± {row['stdev']:.2%}  {[f'{v:.2%}' for v in row['top1']]}"
+                    f"{experiment:8s} {name:26s} {row['mean']:.2%} ± {row['stdev']:.2%}  "
+                    f"{[f'{v:.2%}' for v in row['top1']]}  fit {row.get('fit_seconds_mean', 0):.1f} s, "
+                    f"run {row.get('run_cpu_seconds_mean', 0):.0f} CPU s"
                 )
     print(f"wrote {args.out}")
 

@@ -71,6 +71,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--alpha", type=float, default=d.alpha, help="weight of the teacher term (labels get 1 - alpha)")
     g.add_argument("--tau", type=float, default=d.tau, help="temperature of soft distillation")
+    g.add_argument(
+        "--teacher-views",
+        type=int,
+        default=d.teacher_views,
+        metavar="N",
+        help="give each image N fixed augmented views and cache the teacher's logits per view: the teacher runs on "
+        "at most N x images images in all, for N crops per image instead of one per epoch (RAM: images x N x "
+        "classes x 2 bytes, at most 4 GiB; not with mixup/cutmix or shards; 0 = off)",
+    )
     g = p.add_argument_group("pseudo-labels")
     g.add_argument(
         "--unlabeled", help="folder of unlabelled images to learn from (teacher: --teacher, else the model itself)"

@@ -40,6 +40,11 @@ class TrainConfig:
     """Weight of the teacher's term in the loss (the labels get 1 - alpha)."""
     tau: float = 3.0
     """Temperature of soft distillation."""
+    teacher_views: int = 0
+    """Give each training image this many fixed augmented views and cache the teacher's logits per view (0 = off:
+    a new crop every epoch, the teacher run on every batch). The teacher then runs on at most views x images
+    images over the whole run; the cache takes images x views x classes x 2 bytes of RAM per process (at most 4 GiB).
+    Not with mixup/cutmix or shards."""
     unlabeled: str | None = None
     """A folder of unlabelled images to learn from through pseudo-labels."""
     pseudo_threshold: float = 0.9
@@ -147,6 +152,15 @@ class TrainConfig:
             raise ConfigError(f"alpha: {self.alpha} must be between 0 and 1")
         if self.tau <= 0:
             raise ConfigError(f"tau: {self.tau} must be positive")
+        if self.teacher_views < 0:
+            raise ConfigError(f"teacher_views: {self.teacher_views} must be >= 0 (0 = no cache)")
+        if self.teacher_views and not self.teacher:
+            raise ConfigError("teacher_views: caches a teacher's logits; give --teacher too, or set it to 0")
+        if self.teacher_views and (self.mixup or self.cutmix):
+            raise ConfigError(
+                "teacher_views: not with mixup/cutmix (set --mixup 0 --cutmix 0, or --teacher-views 0): cached logits "
+                "belong to one image, and a teacher's logits on a mixed image are not the mix of its logits"
+            )
         if self.teacher and self.task == "multilabel":
             raise ConfigError("teacher: distillation is for multiclass tasks")
         if self.unlabeled and self.task == "multilabel":

@@ -35,7 +35,7 @@ from imgcls.faults import AtomicCheckpointIO, GracefulStop, TrainingInterrupted,
 from imgcls.models import create_model, data_config
 from imgcls.package import save_package, set_package_info
 from imgcls.tasks import MulticlassTask, MultilabelTask
-from imgcls.tasks.distill import DistillTask, TeacherAdapter
+from imgcls.tasks.distill import CACHE_LIMIT_BYTES, DistillTask, TeacherAdapter, TeacherCache, teacher_cache_bytes
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -203,6 +203,19 @@ def load_teacher(ref: str, labels: list[str], student_cfg: dict[str, Any]) -> Te
     return TeacherAdapter(teacher, student_cfg, teacher_cfg)
 
 
+def _teacher_cache(config: TrainConfig, images: int, classes: int) -> TeacherCache:
+    """The table of the teacher's logits per (training image, view), refused when it would not fit in memory."""
+    size = teacher_cache_bytes(images, config.teacher_views, classes)
+    if size > CACHE_LIMIT_BYTES:
+        most = CACHE_LIMIT_BYTES // teacher_cache_bytes(images, 1, classes)
+        raise ConfigError(
+            f"teacher_views: {config.teacher_views} views x {images:,} images x {classes:,} classes of float16 "
+            f"logits take {size / 2**30:.1f} GiB per process, over the {CACHE_LIMIT_BYTES / 2**30:.0f} GiB limit; "
+            + (f"use --teacher-views {most} or fewer" if most else "use --teacher-views 0 (no cache)")
+        )
+    return TeacherCache(images, config.teacher_views, classes)
+
+
 class _Reordered(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, order: torch.Tensor) -> None:
         super().__init__()
@@ -238,6 +251,11 @@ def train_shards(config: TrainConfig) -> ShardManifest:
             "a stream reads each image once per epoch and cannot draw by class; use class_weights auto",
         ),
         (bool(config.unlabeled), "unlabeled", "pseudo-labels need the image folder; train from it instead"),
+        (
+            config.teacher_views > 0,
+            "teacher_views",
+            "the teacher's cache is keyed by image index, which a stream does not have; train from the image folder",
+        ),
         (
             config.head != "finetune",
             f"head {config.head}",
@@ -416,6 +434,7 @@ def train(
             mode=config.distill,
             alpha=config.alpha,
             tau=config.tau,
+            teacher_cache=_teacher_cache(config, len(splits.train), len(labels)) if config.teacher_views else None,
             mixup=config.mixup,
             cutmix=config.cutmix,
             **common,
@@ -440,7 +459,13 @@ def train(
     if manifest is not None:
         datamodule = ShardDataModule(manifest, data_cfg, **loading)
     else:
-        datamodule = ImageDataModule(splits, data_cfg, balanced=config.sampler == "balanced", **loading)
+        datamodule = ImageDataModule(
+            splits,
+            data_cfg,
+            balanced=config.sampler == "balanced",
+            teacher_views=config.teacher_views,
+            **loading,
+        )
 
     pseudo_callbacks: list[Callback] = []
     if config.unlabeled:
@@ -497,6 +522,8 @@ def train(
             f"(devices × nodes); the batch is global, so use a multiple of {trainer.world_size}"
         )
     datamodule.batch_size = config.batch_size // trainer.world_size
+    if isinstance(task, DistillTask) and task.teacher_cache is not None:
+        task.teacher_cache.batch_size = datamodule.batch_size  # the teacher's one batch shape (see TeacherCache)
     distributed = (
         f"; {trainer.world_size} processes × {datamodule.batch_size} images, lr {lr:g}"
         if trainer.world_size > 1

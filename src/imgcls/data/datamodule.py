@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from imgcls.data.images import ImageLoadError, load_image
-from imgcls.data.seeding import mix_seed, seed_sample
+from imgcls.data.seeding import mix_seed, pick_view, seed_sample
 from imgcls.data.shards import ShardManifest, ShardStream
 from imgcls.data.sources import DataSplits, Sample
 from imgcls.data.transforms import eval_transform, train_transform
@@ -28,23 +28,36 @@ class ImageDataset(Dataset):
 
     Indexed by `(index, epoch)` (from `EpochSampler`), the random augmentation of a sample is seeded by
     (seed, epoch, index): the same in every run, worker layout and resume, whatever ran before it.
+
+    With `views` > 0 (`--teacher-views`), each image has that many fixed augmented views: epoch e shows view
+    `pick_view(seed, e, index, views)`, seeded by (seed, view, index) so a view is the same pixels whenever it comes
+    back, and items are `(image, label, index, view)` so a teacher's logits can be cached per (index, view).
     """
 
     def __init__(
-        self, samples: Sequence[Sample], transform: Callable, seed: int = 0, num_classes: int | None = None
+        self,
+        samples: Sequence[Sample],
+        transform: Callable,
+        seed: int = 0,
+        num_classes: int | None = None,
+        views: int = 0,
     ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.seed = seed
         self.num_classes = num_classes  # needed for multi-label samples, whose label is a tuple of indices
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, ...] | None:
+        view = None
         if isinstance(key, tuple):
             index, epoch = key
-            seed_sample(mix_seed(self.seed, epoch, index))
+            if self.views:
+                view = pick_view(self.seed, epoch, index, self.views)
+            seed_sample(mix_seed(self.seed, epoch if view is None else view, index))
         else:
             index = key
         sample = self.samples[index]
@@ -59,6 +72,8 @@ class ImageDataset(Dataset):
             target = torch.zeros(self.num_classes or 0, dtype=torch.float32)
             target[list(sample.label)] = 1.0
             return self.transform(image), target
+        if view is not None:
+            return self.transform(image), sample.label, index, view
         return self.transform(image), sample.label
 
 
@@ -157,6 +172,7 @@ class ImageDataModule(L.LightningDataModule):
         auto_augment: str | None = None,
         random_erase: float = 0.0,
         balanced: bool = False,
+        teacher_views: int = 0,
     ) -> None:
         super().__init__()
         self.splits = splits
@@ -168,13 +184,16 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_scale = crop_scale
         self.augment = dict(hflip=hflip, crop_scale=crop_scale, auto_augment=auto_augment, random_erase=random_erase)
         self.balanced = balanced
+        self.teacher_views = teacher_views  # > 0: training items carry (index, view) for the teacher's cache
         self.extra_train: list[Sample] = []  # pseudo-labelled images, replaced between epochs
         # (epoch, batches of it already trained) when resuming from a checkpoint; set by faults.GracefulStop.
         self.resume_at: tuple[int, int] | None = None
 
-    def _loader(self, samples: Sequence[Sample], transform: Callable, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(
+        self, samples: Sequence[Sample], transform: Callable, sampler: Sampler | None = None, views: int = 0
+    ) -> DataLoader:
         return DataLoader(
-            ImageDataset(samples, transform, seed=self.seed, num_classes=len(self.splits.classes)),
+            ImageDataset(samples, transform, seed=self.seed, num_classes=len(self.splits.classes), views=views),
             batch_size=self.batch_size,
             sampler=sampler,
             shuffle=False,
@@ -203,7 +222,7 @@ class ImageDataModule(L.LightningDataModule):
             self.resume_at = None
         sampler = EpochSampler(len(samples), self.seed, weights, rank=rank, num_replicas=replicas, start=start)
         transform = train_transform(self.data_cfg, **self.augment)
-        return self._loader(samples, transform, sampler)
+        return self._loader(samples, transform, sampler, views=self.teacher_views)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.splits.val, eval_transform(self.data_cfg))

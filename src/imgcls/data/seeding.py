@@ -10,7 +10,9 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["mix_seed", "seed_all", "seed_sample"]
+__all__ = ["mix_seed", "pick_view", "seed_all", "seed_sample"]
+
+_VIEW_SALT = 0x76696577  # "view"
 
 
 def mix_seed(*parts: int) -> int:
@@ -20,6 +22,16 @@ def mix_seed(*parts: int) -> int:
         value = (value ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         value ^= value >> 31
     return value & 0x7FFFFFFFFFFFFFFF
+
+
+def pick_view(seed: int, epoch: int, index: int, views: int) -> int:
+    """Which of its `views` fixed augmented views image `index` gets in `epoch`.
+
+    Each image steps through its views from its own seeded offset, so any `views` consecutive epochs show it every
+    view once: over E epochs the teacher meets min(E, views) views of each image, never more.
+    """
+    # A salt keeps the offset apart from the sampler's (seed, epoch) and the augmentation's (seed, epoch, index).
+    return (epoch + mix_seed(seed, index, _VIEW_SALT)) % views
 
 
 def seed_all(seed: int) -> None:

@@ -8,6 +8,12 @@
 
 The teacher sees the student's augmented batch, re-normalised and resized to its own preprocessing, so a
 teacher trained with other mean/std or input size gets the inputs it expects.
+
+With `--teacher-views N` every training image has N fixed augmented views (the data module picks one per epoch
+and returns its (index, view)), so the teacher's logits for a view are computed the first time it comes up and
+reused afterwards (`TeacherCache`): over E epochs the teacher runs on at most N x images images instead of E x
+images, and the student sees N crops of each image instead of E (Beyer et al. 2022 call a teacher that sees the
+student's exact view "consistent"; here it stays consistent, with a fixed crop budget).
 """
 
 from __future__ import annotations
@@ -20,6 +26,14 @@ from torch import nn
 from imgcls.tasks.multiclass import MulticlassTask
 
 DISTILL_MODES = ("soft", "hard")
+CACHE_DTYPE = torch.float16
+# Per process: each DDP rank keeps its own cache. ImageNet-1k (1.28M images, 1,000 classes) fits one view.
+CACHE_LIMIT_BYTES = 4 * 2**30
+
+
+def teacher_cache_bytes(images: int, views: int, classes: int) -> int:
+    """Memory of a full teacher cache: images x views x classes float16 logits."""
+    return images * views * classes * torch.finfo(CACHE_DTYPE).bits // 8
 
 
 def soft_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
@@ -98,6 +112,55 @@ class TeacherAdapter(nn.Module):
         return self.teacher(x).float()
 
 
+class TeacherCache:
+    """The teacher's logits per (image index, view), computed on first use and reused; a CPU float16 table.
+
+    Every logit handed out has been through float16, including those just computed, so the loss sees the same
+    numbers whether they came from the table or from the teacher (a resumed run starts with an empty table and
+    must take the same steps). The teacher runs on batches padded to one fixed shape (`batch_size`), because a
+    convolution's output for one image can differ in its last bit with the shape of the batch it is in.
+    Images at `index >= images` (pseudo-labelled ones, which change between epochs) are never stored.
+    """
+
+    def __init__(self, images: int, views: int, classes: int, batch_size: int | None = None) -> None:
+        if views < 1:
+            raise ValueError(f"teacher_views: {views} must be at least 1 to cache")
+        self.images, self.views, self.classes = images, views, classes
+        self.batch_size = batch_size  # None: pad to the largest batch seen so far
+        # torch.empty: the operating system hands out the pages as views are first written, not up front.
+        self.logits = torch.empty(images, views, classes, dtype=CACHE_DTYPE)
+        self.filled = torch.zeros(images, views, dtype=torch.bool)
+
+    def clear(self) -> None:
+        self.filled.zero_()
+
+    def __call__(
+        self, teacher: nn.Module, images: torch.Tensor, index: torch.Tensor, view: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's float32 logits for a batch (run only where needed) and a mask of the rows that were cached."""
+        index, view = index.cpu().long(), view.cpu().long()
+        stored = index < self.images
+        hit = torch.zeros_like(stored)
+        hit[stored] = self.filled[index[stored], view[stored]]
+        out = torch.empty(len(index), self.classes, dtype=CACHE_DTYPE)
+        out[hit] = self.logits[index[hit], view[hit]]
+        miss = ~hit
+        if miss.any():
+            fresh = self._run(teacher, images[miss.to(images.device)])
+            out[miss] = fresh
+            keep = stored[miss]
+            self.logits[index[miss][keep], view[miss][keep]] = fresh[keep]
+            self.filled[index[miss][keep], view[miss][keep]] = True
+        return out.to(images.device, torch.float32), hit
+
+    def _run(self, teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        n = images.shape[0]
+        self.batch_size = max(self.batch_size or 0, n)
+        if n < self.batch_size:
+            images = torch.cat([images, images.new_zeros((self.batch_size - n, *images.shape[1:]))])
+        return teacher(images)[:n].to("cpu", CACHE_DTYPE)
+
+
 class DistillTask(MulticlassTask):
     """Multi-class fine-tuning with a teacher; validation and checkpoints as for `MulticlassTask`."""
 
@@ -110,12 +173,18 @@ class DistillTask(MulticlassTask):
         mode: str = "soft",
         alpha: float = 0.5,
         tau: float = 3.0,
+        teacher_cache: TeacherCache | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, num_classes, **kwargs)
         if mode not in DISTILL_MODES:
             raise ValueError(f"distill: {mode!r} is not one of {', '.join(DISTILL_MODES)}")
+        if teacher_cache is not None and self.mixup is not None:
+            # Cached logits belong to one image; the teacher's logits on a mix are not the mix of its logits.
+            raise ValueError("teacher_views: cached teacher logits cannot be used with mixup or cutmix")
         self.teacher = teacher
+        # A plain attribute, not a buffer: the cache stays out of checkpoints and off the accelerator.
+        self.teacher_cache = teacher_cache
         self.mode, self.alpha, self.tau = mode, alpha, tau
         # DeiT's distilled models return (class, distillation) logits only with this switch on, in train mode.
         self.token_student = hasattr(model, "set_distilled_training")
@@ -133,12 +202,16 @@ class DistillTask(MulticlassTask):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         if batch is None:
             return None
-        images, labels = batch
+        images, labels = batch[0], batch[1]  # then (index, view) with a teacher cache
         targets = labels
         if self.mixup is not None and images.shape[0] % 2 == 0:
             images, targets = self.mixup(images, labels)  # the teacher sees the same mixed images
         student = self(images)
-        teacher = self.teacher(images)
+        if self.teacher_cache is None:
+            teacher = self.teacher(images)
+        else:
+            teacher, hit = self.teacher_cache(self.teacher, images, batch[2], batch[3])
+            self.log("teacher_cached", hit.float().mean(), on_step=False, on_epoch=True, batch_size=len(hit))
         loss = distillation_loss(
             student,
             teacher,
