@@ -115,7 +115,7 @@ def run_arms(
                 f"{time.perf_counter() - start:.0f} s, {cpu[name][-1]:.0f} CPU s)",
                 flush=True,
             )
-            shutil.rmtree(runs / f"{name}-s{seed}", ignore_errors=True)
+            shutil.rmtree(result.run_dir, ignore_errors=True)  # its own folder: a concurrent run may hold NAME
     return scores, seconds, cpu
 
 
