@@ -46,6 +46,11 @@ def test_predict_script(tmp_path: Path) -> None:
     assert row["images"] == 8
     assert row["imgcls:auto"]["img_s"] > 0 and 0 <= row["imgcls:auto"]["top1_agree"] <= 1
     assert row["ceiling"]["img_s"] > 0
+    cost = row["per_image"]
+    assert cost["decode_ms"] > 0 and cost["resize_crop_ms"] > 0 and cost["model_core_ms"] > 0
+    # The bound divides the cores by the summed per-image costs, so it can never exceed the model-only ceiling.
+    assert 0 < cost["bound_img_s"] <= row["ceiling"]["img_s"] * 1.001
+    assert row["imgcls:auto"]["of_bound"] == pytest.approx(row["imgcls:auto"]["img_s"] / cost["bound_img_s"])
 
 
 def test_startup_script(tmp_path: Path) -> None:
