@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from imgcls.data.images import ImageLoadError, load_image
-from imgcls.data.seeding import mix_seed, seed_all
+from imgcls.data.seeding import mix_seed, seed_cpu
 from imgcls.data.shards import ShardManifest, ShardStream
 from imgcls.data.sources import DataSplits, Sample
 from imgcls.data.transforms import eval_transform, train_transform
@@ -44,7 +44,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | None:
         if isinstance(key, tuple):
             index, epoch = key
-            seed_all(mix_seed(self.seed, epoch, index))
+            seed_cpu(mix_seed(self.seed, epoch, index))
         else:
             index = key
         sample = self.samples[index]

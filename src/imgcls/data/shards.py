@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from imgcls.data.images import IMAGE_EXTENSIONS, ImageLoadError, decode_image
-from imgcls.data.seeding import mix_seed, seed_all
+from imgcls.data.seeding import mix_seed, seed_cpu
 from imgcls.data.sources import DataError, Sample
 
 log = logging.getLogger(__name__)
@@ -492,7 +492,7 @@ class ShardStream(IterableDataset):
                 raise ImageLoadError(source, "no image member in the shard")
             image = decode_image(data, source)
             if self.shuffle:  # augmentation seeded per (epoch, sample), whatever rank or worker reads it
-                seed_all(mix_seed(self.seed, self.epoch, position % max(1, self.total)))
+                seed_cpu(mix_seed(self.seed, self.epoch, position % max(1, self.total)))
             tensor = self.transform(image) if self.transform is not None else image
         except ImageLoadError as err:
             if self.raw:

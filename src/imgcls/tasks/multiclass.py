@@ -12,7 +12,7 @@ from timm.data import Mixup
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from imgcls.data.datamodule import mix_seed, seed_all
+from imgcls.data.seeding import mix_seed, seed_all
 from imgcls.models import set_backbone_trainable
 
 
