@@ -183,3 +183,24 @@ def test_auto_augment_and_random_erase_are_seeded_per_sample(image_folder: Path)
         TrainConfig(data=str(image_folder), auto_augment="randaugment")
     with pytest.raises(ConfigError, match="random_erase"):
         TrainConfig(data=str(image_folder), random_erase=1.5)
+
+
+def test_adamw_is_fused_on_cpu_and_updates_as_the_default_one() -> None:
+    from imgcls.tasks.multiclass import fused_adamw
+
+    torch.manual_seed(0)
+    fused_model, plain_model = create_model("lenet5", 3, img_size=32), create_model("lenet5", 3, img_size=32)
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused, plain = (
+        fused_adamw([{"params": fused_model.parameters()}], lr=1e-2),
+        torch.optim.AdamW(plain_model.parameters(), lr=1e-2),
+    )
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    for _ in range(3):
+        for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fused.step()
+        plain.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

@@ -76,7 +76,9 @@ def test_soak_script(tmp_path: Path) -> None:
 
 
 def test_train_script(tmp_path: Path) -> None:
-    rows = run("train", tmp_path, "--models", TINY, "--images", "16", "--size", "32", "--batch-size", "8")["rows"]
+    rows = run(
+        "train", tmp_path, "--models", TINY, "--images", "16", "--size", "32", "--batch-size", "8", "--repeats", "1"
+    )["rows"]
     assert rows[0]["timm_loop_img_s"] > 0 and rows[0]["imgcls_img_s"] > 0
 
 

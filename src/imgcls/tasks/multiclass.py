@@ -25,6 +25,27 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_factor:
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+# Devices whose fused AdamW kernel torch has had since 2.4; elsewhere (MPS, XLA ...) torch's default is used.
+_FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda"})
+
+
+def fused_adamw(param_groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
+    """AdamW with its fused kernel (one pass per tensor) where all parameters are on a device that has it.
+
+    Without `fused`, torch picks the per-tensor loop on CPU (foreach only on CUDA): about a dozen small ops per
+    parameter tensor. Measured on a busy 2-core machine, one step for resnet18 took 318 ms that way and 66 ms fused
+    (vit_tiny: 77 → 25 ms), and at 32 px the loop was a third of a resnet18 training step; small ops suffer most when
+    cores are shared (on a quiet machine the gain was ~1% of a step at 224 px). The update is the same AdamW up to
+    float rounding (1e-8 after three steps in our check), and
+    deterministic: each element is updated on its own, whatever the thread count. The check is made here because
+    torch only checks the device at the first step.
+    """
+    groups = [{**group, "params": list(group["params"])} for group in param_groups]  # iterators are read twice
+    params = [p for group in groups for p in group["params"]]
+    fused = all(p.device.type in _FUSED_ADAMW_DEVICES and torch.is_floating_point(p) for p in params)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+
+
 class MulticlassTask(L.LightningModule):
     """Fine-tunes any timm-contract model on single-label data."""
 
@@ -143,7 +164,7 @@ class MulticlassTask(L.LightningModule):
         decay, no_decay = [], []
         for _, param in self.model.named_parameters():
             (no_decay if param.ndim <= 1 else decay).append(param)
-        optimizer = torch.optim.AdamW(
+        optimizer = fused_adamw(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.lr,
         )
