@@ -11,7 +11,8 @@ On a shared machine the load drifts: `--repeats` runs each pair (timm loop, then
 back; the JSON has every run, the load average around it and the main process's CPU seconds per image (less
 sensitive to other jobs than wall time), and the table shows medians.
 
-Run: `python benchmarks/train.py [--models resnet18 vit_tiny_patch16_224] [--images 256] [--repeats 2]`.
+Run: `python benchmarks/train.py [--models resnet18 vit_tiny_patch16_224] [--images 256] [--repeats 2] [--digits]`;
+`--digits` adds the quick start (resnet18 on the built-in digits at 32 px, its recipe on both sides).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def class_folder(files: list[Path], root: Path, classes: int = 4) -> Path:
     return root
 
 
-def imgcls_epoch(data: Path, model: str, size: int, batch: int, precision: str, runs: Path) -> dict[str, float]:
+def imgcls_epoch(
+    data: Path, model: str, size: int, batch: int, precision: str, runs: Path, **options: Any
+) -> dict[str, float]:
     """imgcls's second training epoch: seconds from its start to its last step's end, images, main-process CPU s."""
     import lightning as L
 
@@ -63,6 +66,7 @@ def imgcls_epoch(data: Path, model: str, size: int, batch: int, precision: str, 
     train(
         data=str(data), model=model, img_size=size, batch_size=batch, epochs=2, precision=precision,
         warmup_epochs=0, runs_dir=str(runs), name=f"{model}-{precision}", progress=False, callbacks=[clock],
+        **options,
     )  # fmt: skip
     second = clock.epochs[1]
     return {
@@ -72,16 +76,28 @@ def imgcls_epoch(data: Path, model: str, size: int, batch: int, precision: str, 
     }
 
 
-def timm_epoch(data: Path, model_name: str, size: int, batch: int, bf16: bool) -> dict[str, float]:
+def timm_epoch(
+    data: Path,
+    model_name: str,
+    size: int,
+    batch: int,
+    bf16: bool,
+    *,
+    classes: int = 4,
+    hflip: float = 0.5,
+    crop_scale: float = 0.08,
+    crop_pct: float | None = None,
+) -> dict[str, float]:
     """The plain loop's second epoch: seconds from its start to its last step's end, images, main-process CPU s."""
     import timm
     import torch
     from timm.data import ImageDataset, create_transform, resolve_data_config
 
-    model = timm.create_model(model_name, num_classes=4)
-    config = resolve_data_config({"input_size": (3, size, size)}, model=model)
-    # imgcls's default augmentation (no colour jitter, which timm's factory adds unless told): the same work per image.
-    transform = create_transform(**config, is_training=True, color_jitter=None)
+    model = timm.create_model(model_name, num_classes=classes)
+    overrides = {"input_size": (3, size, size)} | ({"crop_pct": crop_pct} if crop_pct else {})
+    config = resolve_data_config(overrides, model=model)
+    # imgcls's augmentation (no colour jitter, which timm's factory adds unless told): the same work per image.
+    transform = create_transform(**config, is_training=True, color_jitter=None, hflip=hflip, scale=(crop_scale, 1.0))
     dataset = ImageDataset(str(data), transform=transform)
     # The same 90% that imgcls trains on (it keeps 10% for validation).
     subset = torch.utils.data.Subset(dataset, range(int(len(dataset) * 0.9)))
@@ -112,11 +128,15 @@ def load_average() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet18", "vit_tiny_patch16_224"])
+    parser.add_argument("--models", nargs="*", default=["resnet18", "vit_tiny_patch16_224"])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="timm loop + imgcls pairs per model and precision")
+    parser.add_argument(
+        "--digits", action="store_true", help="also the quick start: resnet18 on the built-in digits at 32 px"
+    )
+    parser.add_argument("--digits-model", default="resnet18", help="the quick start's model (smoke tests: a tiny one)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
     args = parser.parse_args()
 
@@ -127,14 +147,30 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="imgcls-train-bench-"))
     try:
-        data = class_folder(files, tmp / "data")
-        for model in args.models:
+        photos = class_folder(files, tmp / "data")
+        # (row name, data, model, size, imgcls options, timm loop options)
+        jobs: list[tuple[str, Path, str, int, dict[str, Any], dict[str, Any]]] = [
+            (model, photos, model, args.size, {}, {}) for model in args.models
+        ]
+        if args.digits:
+            from imgcls.data.builtin import materialize
+
+            digits = materialize("digits", tmp / "digits")
+            # The quick-start recipe (scripts/quickstart.sh): no flips, no centre crop, crops of at least half.
+            recipe = {"hflip": 0.0, "crop_scale": 0.5, "crop_pct": 1.0}
+            jobs.append(
+                ("digits quick start (resnet18, 32 px)", digits, "resnet18", 32, recipe, recipe | {"classes": 10})
+            )
+        for name, data, model, size, ours_options, timm_options in jobs:
             for precision, bf16 in precisions:
                 runs = []
                 for repeat in range(args.repeats):
                     load_before = load_average()
-                    timm = timm_epoch(data, model, args.size, args.batch_size, bf16)
-                    ours = imgcls_epoch(data, model, args.size, args.batch_size, precision, tmp / f"runs{repeat}")
+                    timm = timm_epoch(data / "train" if (data / "train").is_dir() else data, model, size,
+                                      args.batch_size, bf16, **timm_options)  # fmt: skip
+                    ours = imgcls_epoch(
+                        data, model, size, args.batch_size, precision, tmp / f"runs{repeat}", **ours_options
+                    )
                     runs.append(
                         {
                             "load_average_1min": [load_before, load_average()],
@@ -146,7 +182,7 @@ def main() -> None:
                         }
                     )
                     runs[-1]["ratio"] = runs[-1]["imgcls_img_s"] / runs[-1]["timm_loop_img_s"]
-                row: dict[str, Any] = {"model": model, "precision": precision, "runs": runs}
+                row: dict[str, Any] = {"model": name, "precision": precision, "runs": runs}
                 for key in (
                     "timm_loop_img_s",
                     "imgcls_img_s",
@@ -156,12 +192,12 @@ def main() -> None:
                 ):
                     row[key] = statistics.median(r[key] for r in runs)
                 row["x_timm_fp32"] = row["imgcls_img_s"] / next(
-                    (r["timm_loop_img_s"] for r in rows if r["model"] == model and r["precision"] == "32-true"),
+                    (r["timm_loop_img_s"] for r in rows if r["model"] == name and r["precision"] == "32-true"),
                     row["timm_loop_img_s"],
                 )
                 rows.append(row)
                 print(
-                    f"{model:24s} {precision:10s} timm loop {row['timm_loop_img_s']:6.1f} img/s  "
+                    f"{name:24s} {precision:10s} timm loop {row['timm_loop_img_s']:6.1f} img/s  "
                     f"imgcls {row['imgcls_img_s']:6.1f} img/s  (pairs: "
                     + ", ".join(f"{r['ratio']:.2f}x" for r in runs)
                     + f"; {row['x_timm_fp32']:.2f}x the timm fp32 loop by medians)"

@@ -77,9 +77,11 @@ def test_soak_script(tmp_path: Path) -> None:
 
 def test_train_script(tmp_path: Path) -> None:
     rows = run(
-        "train", tmp_path, "--models", TINY, "--images", "16", "--size", "32", "--batch-size", "8", "--repeats", "1"
-    )["rows"]
-    assert rows[0]["timm_loop_img_s"] > 0 and rows[0]["imgcls_img_s"] > 0
+        "train", tmp_path, "--models", TINY, "--images", "16", "--size", "32", "--batch-size", "8", "--repeats", "1",
+        "--digits", "--digits-model", TINY,
+    )["rows"]  # fmt: skip
+    assert [r["model"] for r in rows] == [TINY, f"digits quick start ({TINY}, 32 px)"]
+    assert all(r["timm_loop_img_s"] > 0 and r["imgcls_img_s"] > 0 for r in rows)
 
 
 def test_teacher_student_script(tmp_path: Path) -> None:
@@ -87,4 +89,5 @@ def test_teacher_student_script(tmp_path: Path) -> None:
     result = run("teacher_student", tmp_path, "--seeds", "1", "--epochs", "1", "--teacher-epochs", "1")
     assert set(result["distill"]) == {"alone", "distilled"}
     assert {"labels only", "labels only, 2x epochs", "self-training", "teacher labels"} <= set(result["pseudo"])
+    assert {"labels only + RandAugment", "noisy student"} <= set(result["pseudo"])
     assert all(0 <= row["mean"] <= 1 for row in result["distill"].values())

