@@ -36,9 +36,8 @@ def fused_adamw(param_groups: list[dict[str, Any]], lr: float) -> torch.optim.Ad
     parameter tensor. Measured on a busy 2-core machine, one step for resnet18 took 318 ms that way and 66 ms fused
     (vit_tiny: 77 → 25 ms), and at 32 px the loop was a third of a resnet18 training step; small ops suffer most when
     cores are shared (on a quiet machine the gain was ~1% of a step at 224 px). The update is the same AdamW up to
-    float rounding (1e-8 after three steps in our check), and
-    deterministic: each element is updated on its own, whatever the thread count. The check is made here because
-    torch only checks the device at the first step.
+    float rounding (1e-8 after three steps in our check), and deterministic: each element is updated on its own,
+    whatever the thread count. The device is checked here because torch only checks it at the first step.
     """
     groups = [{**group, "params": list(group["params"])} for group in param_groups]  # iterators are read twice
     params = [p for group in groups for p in group["params"]]
