@@ -159,7 +159,14 @@ def main() -> None:
             # The quick-start recipe (scripts/quickstart.sh): no flips, no centre crop, crops of at least half.
             recipe = {"hflip": 0.0, "crop_scale": 0.5, "crop_pct": 1.0}
             jobs.append(
-                ("digits quick start (resnet18, 32 px)", digits, "resnet18", 32, recipe, recipe | {"classes": 10})
+                (
+                    f"digits quick start ({args.digits_model}, 32 px)",
+                    digits,
+                    args.digits_model,
+                    32,
+                    recipe,
+                    recipe | {"classes": 10},
+                )
             )
         for name, data, model, size, ours_options, timm_options in jobs:
             for precision, bf16 in precisions:
