@@ -180,8 +180,6 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.seed = seed
-        self.hflip = hflip
-        self.crop_scale = crop_scale
         self.augment = dict(hflip=hflip, crop_scale=crop_scale, auto_augment=auto_augment, random_erase=random_erase)
         self.balanced = balanced
         self.teacher_views = teacher_views  # > 0: training items carry (index, view) for the teacher's cache
@@ -260,8 +258,6 @@ class ShardDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.seed = seed
-        self.hflip = hflip
-        self.crop_scale = crop_scale
         self.augment = dict(hflip=hflip, crop_scale=crop_scale, auto_augment=auto_augment, random_erase=random_erase)
         self.buffer = buffer
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches done); set by faults.GracefulStop
